@@ -1,0 +1,64 @@
+"""Named inputs and outputs: maps of tensor or image wire maps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from torchkafka.codecs._errors import DecodeError, EncodeError, InvalidField
+from torchkafka.codecs._fields import describe
+from torchkafka.codecs._image import IMAGE_KIND, EncodedImage, image_from_wire, image_to_wire
+from torchkafka.codecs._limits import Limits
+from torchkafka.codecs._messages import Input
+from torchkafka.codecs._tensor import TENSOR_KIND, tensor_from_wire, tensor_to_wire
+
+
+def inputs_to_wire(inputs: Mapping[str, Input]) -> dict[str, dict[str, Any]]:
+    """Wire maps for named tensors and images."""
+    wire: dict[str, dict[str, Any]] = {}
+    for name, value in inputs.items():
+        if not isinstance(name, str) or not name:
+            raise EncodeError(f"input names must be non-empty strings, got {name!r}")
+        if isinstance(value, torch.Tensor):
+            wire[name] = tensor_to_wire(value)
+        elif isinstance(value, EncodedImage):
+            wire[name] = image_to_wire(value)
+        else:
+            raise EncodeError(f"input {name!r} is a {type(value).__name__}, not a tensor or image")
+    return wire
+
+
+def inputs_from_wire(wire: dict[Any, Any], path: str, limits: Limits) -> dict[str, Input]:
+    """Named tensors (views over the message) and checked, still-encoded images."""
+    decoded: dict[str, Input] = {}
+    for name, obj in wire.items():
+        if type(name) is not str or not name:
+            raise InvalidField(path, f"names must be non-empty strings, got {describe(name)}")
+        try:
+            decoded[name] = _input_from_wire(obj, limits)
+        except DecodeError as exc:
+            raise exc.under(f"{path}[{name[:64]!r}]") from exc.__cause__
+    return decoded
+
+
+def tensors_from_wire(wire: dict[Any, Any], path: str, limits: Limits) -> dict[str, torch.Tensor]:
+    """Named tensors only (result outputs); an image here is an invalid field."""
+    decoded: dict[str, torch.Tensor] = {}
+    for name, value in inputs_from_wire(wire, path, limits).items():
+        if not isinstance(value, torch.Tensor):
+            raise InvalidField(f"{path}[{name[:64]!r}].kind", "outputs must be tensors")
+        decoded[name] = value
+    return decoded
+
+
+def _input_from_wire(obj: object, limits: Limits) -> Input:
+    if type(obj) is not dict:
+        raise InvalidField("", f"expected a map, got {describe(obj)}")
+    kind = obj.get("kind")
+    if kind == TENSOR_KIND:
+        return tensor_from_wire(obj, limits)
+    if kind == IMAGE_KIND:
+        return image_from_wire(obj, limits)
+    raise InvalidField(".kind", f"expected 'tensor' or 'image', got {kind!r:.40}")

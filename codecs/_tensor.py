@@ -1,0 +1,111 @@
+"""Tensors <-> wire maps ``{"kind": "tensor", "dtype", "shape", "data"}``."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchkafka.codecs._dtypes import NUMPY_VIEW_DTYPES, wire_name
+from torchkafka.codecs._errors import (
+    EncodeError,
+    InvalidField,
+    InvalidShape,
+    PayloadSizeMismatch,
+    TooManyDims,
+    TooManyElements,
+    UnsupportedDtype,
+)
+from torchkafka.codecs._fields import describe, required
+from torchkafka.codecs._limits import Limits
+
+if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for is LE
+    raise ImportError("torchkafka.codecs needs a little-endian host (the wire format is LE)")
+
+TENSOR_KIND = "tensor"
+
+
+def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
+    """The wire map of ``tensor``; ``data`` is a view, not a copy, when it is on the CPU."""
+    name = wire_name(tensor.dtype)
+    if name is None:
+        raise EncodeError(f"dtype {tensor.dtype} has no wire encoding")
+    host = tensor if tensor.is_cpu and not tensor.requires_grad else tensor.detach().cpu()
+    host = host.contiguous()
+    if tensor.dtype is torch.bfloat16:  # numpy has no bfloat16; its bytes are int16-sized
+        host = host.view(torch.int16)
+    return {
+        "kind": TENSOR_KIND,
+        "dtype": name,
+        "shape": list(tensor.shape),
+        "data": host.numpy().data,
+    }
+
+
+def tensor_from_wire(obj: dict[str, Any], limits: Limits) -> torch.Tensor:
+    """A tensor viewing ``obj["data"]`` without copying it, after every check passes.
+
+    Error paths are relative to ``obj`` (the caller places them with
+    ``DecodeError.under``). The tensor shares memory with the received bytes:
+    treat it as read-only (clone it before writing to it).
+    """
+    name = required(obj, "dtype", str, "")
+    dtype = limits.allowed_dtype(name)
+    if dtype is None:
+        raise UnsupportedDtype(".dtype", f"dtype {name!r:.40} is not accepted")
+    dims = required(obj, "shape", list, "")
+    if len(dims) > limits.max_dims:
+        raise TooManyDims(".shape", f"{len(dims)} dimensions, the limit is {limits.max_dims}")
+    numel = 1
+    max_elements = limits.max_elements
+    for dim in dims:
+        if type(dim) is not int or dim < 0:
+            raise _bad_dimension(dims)
+        numel *= dim
+        if dim > max_elements or numel > max_elements:
+            raise TooManyElements(".shape", f"{dims} has over {max_elements} elements (the limit)")
+    data = required(obj, "data", bytes, "")
+    if len(data) != numel * dtype.itemsize:
+        raise PayloadSizeMismatch(
+            ".data", f"{len(data)} bytes, but {name} {dims} needs {numel * dtype.itemsize}"
+        )
+    shape = tuple(dims)
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    tensor = read_only_view(data, dtype, shape)
+    if dtype is torch.bool and bool(tensor.view(torch.uint8).gt(1).any()):
+        raise InvalidField(".data", "bool bytes must be 0x00 or 0x01")
+    return tensor
+
+
+def _bad_dimension(dims: list[Any]) -> InvalidShape:
+    index, dim = next((i, d) for i, d in enumerate(dims) if type(d) is not int or d < 0)
+    detail = dim if type(dim) is int else describe(dim)
+    return InvalidShape(
+        f".shape[{index}]", f"a dimension must be a non-negative integer, got {detail}"
+    )
+
+
+_warned_read_only = False
+
+
+def read_only_view(data: bytes, dtype: torch.dtype, shape: tuple[int, ...] = (-1,)) -> torch.Tensor:
+    """A tensor over immutable ``data`` (no copy), without torch's one-time warning.
+
+    Goes through numpy: ``torch.from_numpy(np.ndarray(shape, dtype, data))``
+    costs a third of ``torch.frombuffer(...).view(...)``, which matters for
+    small messages. ``data`` must hold exactly the bytes of ``shape``.
+    """
+    global _warned_read_only
+    array = np.ndarray(shape, NUMPY_VIEW_DTYPES[dtype], data)
+    if _warned_read_only:
+        tensor = torch.from_numpy(array)
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            tensor = torch.from_numpy(array)
+        _warned_read_only = True
+    return tensor.view(torch.bfloat16) if dtype is torch.bfloat16 else tensor

@@ -1,0 +1,225 @@
+"""Test helpers shipped with the codecs: a corpus of malformed requests.
+
+Each case is a message that ``decode_request`` must reject with one specific
+``DecodeError`` subclass. The worker's tests send the same corpus through
+Kafka and expect one dead letter per case with that reason.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from PIL import Image
+
+from torchkafka.codecs._errors import (
+    DecodeError,
+    IdTooLong,
+    ImageTooLarge,
+    InvalidField,
+    InvalidImage,
+    InvalidShape,
+    MalformedMessage,
+    MessageTooLarge,
+    MissingField,
+    PayloadSizeMismatch,
+    TooManyDims,
+    TooManyElements,
+    TooManyInputs,
+    UnsupportedDtype,
+    UnsupportedVersion,
+)
+from torchkafka.codecs._limits import DEFAULT_LIMITS
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedCase:
+    """A named bad message and the error it must raise."""
+
+    name: str
+    data: bytes
+    error: type[DecodeError]
+
+
+def _pack(obj: object) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def _request(**overrides: Any) -> dict[str, Any]:
+    """A valid request map (one 2x2 float32 tensor) with fields replaced or removed."""
+    request: dict[str, Any] = {
+        "v": 1,
+        "id": "case-1",
+        "inputs": {"x": _tensor()},
+    }
+    for key, value in overrides.items():
+        if value is _REMOVE:
+            request.pop(key)
+        else:
+            request[key] = value
+    return request
+
+
+def _tensor(**overrides: Any) -> dict[str, Any]:
+    tensor: dict[str, Any] = {
+        "kind": "tensor",
+        "dtype": "float32",
+        "shape": [2, 2],
+        "data": bytes(16),
+    }
+    for key, value in overrides.items():
+        if value is _REMOVE:
+            tensor.pop(key)
+        else:
+            tensor[key] = value
+    return tensor
+
+
+_REMOVE = object()
+
+
+def jpeg_bytes(width: int = 8, height: int = 6) -> bytes:
+    """A small, valid RGB JPEG file."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 90)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def png_bytes(width: int = 8, height: int = 6) -> bytes:
+    """A small, valid RGB PNG file."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 240)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` but carries no pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"")
+
+
+def _image(fmt: str, data: bytes) -> dict[str, Any]:
+    return {"kind": "image", "format": fmt, "data": data}
+
+
+def _deeply_nested_meta(depth: int) -> bytes:
+    """A request whose meta is ``depth`` nested one-element arrays (built by hand:
+    msgpack's own packer refuses such depth)."""
+    head = _pack({"v": 1, "id": "case-1", "inputs": {"x": _tensor()}, "meta": None})
+    return head[:-1] + b"\x91" * depth + b"\x00"
+
+
+_CASES: list[tuple[str, Callable[[], bytes], type[DecodeError]]] = [
+    ("empty message", lambda: b"", MalformedMessage),
+    ("reserved msgpack byte", lambda: b"\xc1", MalformedMessage),
+    ("truncated", lambda: _pack(_request())[:-5], MalformedMessage),
+    ("trailing bytes", lambda: _pack(_request()) + b"\x00", MalformedMessage),
+    ("invalid utf-8 string", lambda: b"\x81\xa1v\xa2\xff\xfe", MalformedMessage),
+    ("integer map key", lambda: b"\x81\x01\x01", MalformedMessage),
+    ("nesting too deep", lambda: _deeply_nested_meta(100_000), MalformedMessage),
+    (
+        "message too large",
+        lambda: bytes(DEFAULT_LIMITS.max_message_bytes + 1),
+        MessageTooLarge,
+    ),
+    ("not a map", lambda: _pack([1, 2, 3]), InvalidField),
+    ("missing version", lambda: _pack(_request(v=_REMOVE)), MissingField),
+    ("version 2", lambda: _pack(_request(v=2)), UnsupportedVersion),
+    ("version as string", lambda: _pack(_request(v="1")), UnsupportedVersion),
+    ("missing id", lambda: _pack(_request(id=_REMOVE)), MissingField),
+    ("id not a string", lambda: _pack(_request(id=42)), InvalidField),
+    ("empty id", lambda: _pack(_request(id="")), InvalidField),
+    ("id too long", lambda: _pack(_request(id="x" * 300)), IdTooLong),
+    ("missing inputs", lambda: _pack(_request(inputs=_REMOVE)), MissingField),
+    ("inputs not a map", lambda: _pack(_request(inputs=[_tensor()])), InvalidField),
+    ("no inputs", lambda: _pack(_request(inputs={})), InvalidField),
+    (
+        "too many inputs",
+        lambda: _pack(_request(inputs={f"x{i}": _tensor() for i in range(17)})),
+        TooManyInputs,
+    ),
+    ("input not a map", lambda: _pack(_request(inputs={"x": b"raw"})), InvalidField),
+    ("unknown input kind", lambda: _pack(_request(inputs={"x": {"kind": "audio"}})), InvalidField),
+    (
+        "unknown dtype",
+        lambda: _pack(_request(inputs={"x": _tensor(dtype="complex64")})),
+        UnsupportedDtype,
+    ),
+    ("missing dtype", lambda: _pack(_request(inputs={"x": _tensor(dtype=_REMOVE)})), MissingField),
+    (
+        "negative dimension",
+        lambda: _pack(_request(inputs={"x": _tensor(shape=[-2, -2])})),
+        InvalidShape,
+    ),
+    (
+        "float dimension",
+        lambda: _pack(_request(inputs={"x": _tensor(shape=[2.0, 2])})),
+        InvalidShape,
+    ),
+    ("shape not an array", lambda: _pack(_request(inputs={"x": _tensor(shape=4)})), InvalidField),
+    ("too many dims", lambda: _pack(_request(inputs={"x": _tensor(shape=[1] * 9)})), TooManyDims),
+    (
+        "huge declared shape",
+        lambda: _pack(_request(inputs={"x": _tensor(shape=[1 << 40, 1 << 40])})),
+        TooManyElements,
+    ),
+    (
+        "huge dimension beside zero",
+        lambda: _pack(_request(inputs={"x": _tensor(shape=[0, (1 << 64) - 1])})),
+        TooManyElements,
+    ),
+    (
+        "wrong byte count",
+        lambda: _pack(_request(inputs={"x": _tensor(data=bytes(15))})),
+        PayloadSizeMismatch,
+    ),
+    ("data as string", lambda: _pack(_request(inputs={"x": _tensor(data="0" * 16)})), InvalidField),
+    ("missing data", lambda: _pack(_request(inputs={"x": _tensor(data=_REMOVE)})), MissingField),
+    (
+        "bool byte not 0 or 1",
+        lambda: _pack(_request(inputs={"x": _tensor(dtype="bool", shape=[2], data=b"\x01\x02")})),
+        InvalidField,
+    ),
+    ("negative deadline", lambda: _pack(_request(deadline_ms=-1)), InvalidField),
+    ("deadline as string", lambda: _pack(_request(deadline_ms="soon")), InvalidField),
+    (
+        "unsupported image format",
+        lambda: _pack(_request(inputs={"x": _image("gif", b"GIF89a")})),
+        InvalidField,
+    ),
+    (
+        "image bytes not an image",
+        lambda: _pack(_request(inputs={"x": _image("jpeg", b"\xff\xd8nope")})),
+        InvalidImage,
+    ),
+    (
+        "png claimed, jpeg sent",
+        lambda: _pack(_request(inputs={"x": _image("png", jpeg_bytes())})),
+        InvalidImage,
+    ),
+    (
+        "image header over the pixel limit",
+        lambda: _pack(_request(inputs={"x": _image("png", _png_header_only(9_000, 8_000))})),
+        ImageTooLarge,
+    ),
+    (
+        "image header a decompression bomb",
+        lambda: _pack(_request(inputs={"x": _image("png", _png_header_only(100_000, 100_000))})),
+        ImageTooLarge,
+    ),
+]
+
+
+def malformed_corpus() -> list[MalformedCase]:
+    """Every malformed case, built fresh (one of them is 16 MiB)."""
+    return [MalformedCase(name, build(), error) for name, build, error in _CASES]

@@ -1,0 +1,75 @@
+"""Topics as values, and the admin calls that make the cluster match them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from torchkafka.topology._errors import TopologyError
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic as it should exist: partitions, replication and topic configs."""
+
+    name: str
+    partitions: int = 1
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def admin_client(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:
+    """An AdminClient for ``bootstrap``; ``extra`` passes librdkafka settings through."""
+    return AdminClient({"bootstrap.servers": bootstrap, **(extra or {})})
+
+
+def ensure_topics(
+    admin: AdminClient, specs: Sequence[TopicSpec], timeout_s: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    Existing topics are left as they are (their partitions and configs are
+    not compared yet).
+    """
+    if not specs:
+        return []
+    new_topics = [
+        NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication_factor,
+            config=dict(spec.config),
+        )
+        for spec in specs
+    ]
+    futures = admin.create_topics(
+        new_topics, operation_timeout=timeout_s, request_timeout=timeout_s
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopologyError(f"cannot create topic {name!r}: {exc.args[0].str()}") from exc
+        else:
+            created.append(name)
+    return created
+
+
+def delete_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Delete topics; ones that do not exist are ignored."""
+    names = list(names)
+    if not names:
+        return
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise TopologyError(f"cannot delete topic {name!r}: {exc.args[0].str()}") from exc
