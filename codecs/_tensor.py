@@ -33,16 +33,14 @@ def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
     name = wire_name(tensor.dtype)
     if name is None:
         raise EncodeError(f"dtype {tensor.dtype} has no wire encoding")
-    host = tensor if tensor.is_cpu and not tensor.requires_grad else tensor.detach().cpu()
-    host = host.contiguous()
-    if tensor.dtype is torch.bfloat16:  # numpy has no bfloat16; its bytes are int16-sized
-        host = host.view(torch.int16)
-    return {
-        "kind": TENSOR_KIND,
-        "dtype": name,
-        "shape": list(tensor.shape),
-        "data": host.numpy().data,
-    }
+    if not tensor.is_cpu or tensor.requires_grad:
+        tensor = tensor.detach().cpu()
+    if not tensor.is_contiguous():
+        tensor = tensor.contiguous()
+    if name == "bfloat16":  # numpy has no bfloat16; its bytes are int16-sized
+        tensor = tensor.view(torch.int16)
+    array = tensor.numpy()
+    return {"kind": TENSOR_KIND, "dtype": name, "shape": list(array.shape), "data": array.data}
 
 
 def tensor_from_wire(obj: dict[str, Any], limits: Limits) -> torch.Tensor:

@@ -1,0 +1,63 @@
+# torchkafka developer commands. `make help` lists them.
+#
+# Everything installs what it needs on first use: a virtual environment in
+# $(VENV) with the project and its dev extra, and (for run/up/test) the system
+# packages (Java 17, Maven, kcat, redis-server) and the Kafka jars.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PACKAGES := -p torchkafka.codecs -p torchkafka.topology -p torchkafka.worker
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps kafka-jars up down run test lint format bench clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## create the virtual environment and install torchkafka[dev]
+
+system-deps: ## apt-install Java 17, Maven, kcat and redis-server where missing
+	deploy/local/install-system-deps.sh
+
+kafka-jars: system-deps ## fetch the Kafka broker jars into the cache (Maven)
+	deploy/local/kafka.sh fetch
+
+up: kafka-jars ## start the local Kafka broker and Redis
+	TORCHKAFKA_SKIP_SYSTEM_DEPS=1 deploy/local/up.sh
+
+down: ## stop the local Kafka broker(s) and Redis
+	deploy/local/down.sh
+
+run: install up ## the main job end to end against the local services
+	$(BIN)/torchkafka roundtrip
+
+test: install kafka-jars lint ## lint, then the whole suite (starts and stops services it needs)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy (strict)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy tests bench
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install ## codec throughput next to memcpy
+	$(BIN)/python bench/codec_bench.py
+
+clean: down ## stop services and remove the virtual environment and run state
+	rm -rf $(VENV) .run .mypy_cache .pytest_cache .ruff_cache *.egg-info
