@@ -1,0 +1,45 @@
+"""Errors of the worker layer, under the project's root ``TorchKafkaError``.
+
+    TorchKafkaError
+    └── WorkerError
+        ├── StartupError        fatal before consuming: unknown model, missing
+        │                       dependency, device that does not exist, bad config
+        ├── TransientError      retry with backoff (Redis or broker briefly away)
+        ├── PoisonMessage       this message can never be processed: dead-letter it
+        │                       (codecs' DecodeError is the other poison type)
+        └── DeadLetterLimitExceeded
+                                too many dead letters: stop instead of
+                                dead-lettering a whole stream after a bad deploy
+
+Foreign exceptions (confluent-kafka, redis, torch) are translated into these
+at the module that talks to the library, keeping the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from torchkafka.codecs import TorchKafkaError
+
+
+class WorkerError(TorchKafkaError):
+    """Root of the worker's errors."""
+
+
+class StartupError(WorkerError):
+    """The worker cannot start as configured; raised before anything is consumed."""
+
+
+class TransientError(WorkerError):
+    """A dependency failed in a way that retrying later may fix."""
+
+
+class PoisonMessage(WorkerError):
+    """A message that can never be processed; it goes to the dead-letter topic."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DeadLetterLimitExceeded(WorkerError):
+    """Dead letters passed the configured ratio or consecutive count."""
