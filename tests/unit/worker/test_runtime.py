@@ -1,0 +1,141 @@
+"""The runtime: threads, warm-up, independent per-row results, exceptions unchanged."""
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from tests.unit.worker import tiny_models
+from torchkafka.worker._errors import StartupError
+from torchkafka.worker._model_loader import LoadedModel, load_model
+from torchkafka.worker._model_spec import parse_model_spec
+from torchkafka.worker._processing import parse_postprocess, parse_preprocess
+from torchkafka.worker._runtime import ModelRuntime, cpu_threads
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def runtime(module: nn.Module, preprocess: str = "none", postprocess: str = "raw") -> ModelRuntime:
+    return ModelRuntime(
+        LoadedModel(module.eval(), "test", "1"),
+        parse_preprocess(preprocess),
+        parse_postprocess(postprocess),
+        CPU,
+        num_threads=1,
+    )
+
+
+def storages(rows: list[dict[str, torch.Tensor]]) -> set[int]:
+    return {t.untyped_storage().data_ptr() for row in rows for t in row.values()}
+
+
+def test_cpu_threads() -> None:
+    available = len(os.sched_getaffinity(0))
+    assert cpu_threads(None, 1) == available
+    assert cpu_threads(None, 2) == max(1, available // 2)
+    assert cpu_threads(None, available * 4) == 1
+    assert cpu_threads(3, 8) == 3
+
+
+@pytest.mark.parametrize(
+    ("num_threads", "processes", "message"),
+    [
+        (None, 0, "worker processes must be >= 1, got 0"),
+        (0, 1, "num_threads must be >= 1, got 0"),
+    ],
+)
+def test_cpu_threads_refuses_nonsense(num_threads, processes, message) -> None:
+    with pytest.raises(StartupError, match=message):
+        cpu_threads(num_threads, processes)
+
+
+def test_runtime_sets_torch_threads() -> None:
+    model = LoadedModel(nn.Identity(), "identity", "1")
+    rt = ModelRuntime(model, parse_preprocess("none"), parse_postprocess("raw"), CPU, processes=4)
+    assert rt.num_threads == cpu_threads(None, 4)
+    assert torch.get_num_threads() == rt.num_threads
+
+
+def test_infer_returns_one_independent_dict_per_row() -> None:
+    module = tiny_models.tiny_mlp()
+    batch = torch.randn(5, tiny_models.FEATURES)
+    rows = runtime(module).infer(batch)
+    expected = module(batch).detach()
+    assert len(rows) == 5
+    for i, row in enumerate(rows):
+        torch.testing.assert_close(row["output"], expected[i])
+        assert not row["output"].is_inference()
+    assert len(storages(rows)) == 5
+
+
+def test_results_survive_reuse_of_the_staging_buffer() -> None:
+    """An identity model returns the input: the results must still be copies."""
+    staging = torch.arange(12, dtype=torch.float32).view(4, 3)
+    rows = runtime(nn.Identity()).infer(staging)
+    assert staging.untyped_storage().data_ptr() not in storages(rows)
+    staging.fill_(-1)
+    assert [row["output"].tolist() for row in rows] == torch.arange(12).view(4, 3).tolist()
+
+
+def test_imagenet_topk_pipeline() -> None:
+    module = tiny_models.TinyClassifier()
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    rows = runtime(module, "imagenet", "topk:2").infer(images)
+    logits = module(parse_preprocess("imagenet")(images)).detach()
+    expected = torch.topk(torch.softmax(logits, dim=1), 2, dim=1)
+    for i, row in enumerate(rows):
+        assert torch.equal(row["indices"], expected.indices[i])
+        torch.testing.assert_close(row["probs"], expected.values[i])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("bad input"), RuntimeError("shape mismatch"), torch.cuda.OutOfMemoryError("fake")],
+)
+def test_model_exceptions_propagate_unchanged(error) -> None:
+    with pytest.raises(type(error)) as info:
+        runtime(tiny_models.Raising(error)).infer(torch.zeros(2, 3))
+    assert info.value is error
+
+
+def test_warmup_runs_every_shape_and_batch_size_once() -> None:
+    module = tiny_models.Recording()
+    shapes = [((3, 4, 4), torch.uint8), ((5,), torch.float32)]
+    seconds = runtime(module).warmup(shapes, [1, 2, 8])
+    assert seconds > 0
+    assert module.shapes == [
+        (1, 3, 4, 4), (2, 3, 4, 4), (8, 3, 4, 4), (1, 5), (2, 5), (8, 5)
+    ]  # fmt: skip
+
+
+def test_warmup_failure_is_a_startup_error() -> None:
+    error = RuntimeError("cannot run")
+    with pytest.raises(
+        StartupError, match=r"warm-up of test failed on a batch of 2 x \[5\]"
+    ) as info:
+        runtime(tiny_models.Raising(error)).warmup([((5,), torch.float32)], [2])
+    assert info.value.__cause__ is error
+
+
+def test_warmup_out_of_memory_suggests_smaller_batches() -> None:
+    oom = torch.cuda.OutOfMemoryError("fake")
+    with pytest.raises(StartupError, match="out of memory: use smaller batch sizes"):
+        runtime(tiny_models.Raising(oom)).warmup([((5,), torch.float32)], [64])
+
+
+def test_torchvision_resnet18_end_to_end() -> None:
+    model = load_model(parse_model_spec("torchvision:resnet18"), None, CPU)
+    rt = ModelRuntime(model, parse_preprocess("imagenet"), parse_postprocess("topk:5"), CPU)
+    assert rt.warmup([((3, 64, 64), torch.uint8)], [1, 2]) > 0
+    rows = rt.infer(torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8))
+    assert rows[0]["indices"].shape == rows[0]["probs"].shape == (5,)
+    assert bool((rows[0]["probs"][:-1] >= rows[0]["probs"][1:]).all())
