@@ -1,0 +1,291 @@
+"""DedupStore against the real Redis: semantics, races, expiry, odd ids, round trips."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from structlog.testing import capture_logs
+
+from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._retry import RetrySettings
+
+DONE_TTL_S = 60
+FAST_RETRY = RetrySettings(max_attempts=3, initial_s=0.001, max_s=0.002, max_total_s=1.0)
+
+StoreFactory = Callable[..., DedupStore]
+
+
+@pytest.fixture
+def namespace(key_prefix: str) -> str:
+    return f"{key_prefix}torchkafka:results:model"
+
+
+@pytest.fixture
+def make_store(redis_client: redis.Redis, namespace: str) -> StoreFactory:
+    def make(client: redis.Redis = redis_client, claim_ttl_ms: int = 10_000) -> DedupStore:
+        return DedupStore(client, namespace, DONE_TTL_S, claim_ttl_ms, FAST_RETRY)
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> DedupStore:
+    return make_store()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_claim_then_mark_done_then_filter(store: DedupStore, redis_client: redis.Redis) -> None:
+    ids = ["a", "b", "c"]
+    assert store.filter_done(ids) == set()
+    assert store.claim(ids, "w1", 7) == set(ids)
+    assert redis_client.get(store.claim_key("a")) == b"7:w1"
+
+    store.mark_done(["a", "b"], "w1", 7)
+
+    assert store.filter_done(ids) == {"a", "b"}
+    assert redis_client.get(store.done_key("a")) == b"7"
+    assert not redis_client.exists(store.claim_key("a"), store.claim_key("b"))
+    assert redis_client.exists(store.claim_key("c"))
+    assert store.claim(ids, "w1", 7) == {"c"}, "done ids are never claimed again"
+    assert store.claim(ids, "w2", 8) == set()
+
+
+def test_done_mark_has_the_configured_ttl(store: DedupStore, redis_client: redis.Redis) -> None:
+    store.mark_done(["x"], "w1", 1)
+    assert DONE_TTL_S - 2 <= redis_client.ttl(store.done_key("x")) <= DONE_TTL_S
+
+
+def test_claim_has_the_configured_ttl(make_store: StoreFactory, redis_client: redis.Redis) -> None:
+    store = make_store(claim_ttl_ms=5_000)
+    store.claim(["x"], "w1", 1)
+    assert 3_000 <= redis_client.pttl(store.claim_key("x")) <= 5_000
+
+
+def test_mark_done_without_a_live_claim_still_marks(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    store.claim(["theirs"], "w2", 3)
+
+    store.mark_done(["unclaimed", "theirs"], "w1", 3)
+
+    assert store.filter_done(["unclaimed", "theirs"]) == {"unclaimed", "theirs"}
+    assert redis_client.get(store.claim_key("theirs")) == b"3:w2", "another owner's claim stays"
+
+
+def test_another_owners_claim_blocks_whatever_its_token(store: DedupStore) -> None:
+    assert store.claim(["x"], "w1", 5) == {"x"}
+    assert store.claim(["x"], "w2", 5) == set()
+    assert store.claim(["x"], "w2", 6) == set()
+
+
+def test_reclaim_renews_with_same_or_newer_token_only(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    key = store.claim_key("x")
+    assert store.claim(["x"], "w1", 5) == {"x"}
+    redis_client.pexpire(key, 1_000)
+
+    assert store.claim(["x"], "w1", 5) == {"x"}
+    assert redis_client.pttl(key) > 5_000, "the lease was renewed"
+    assert store.claim(["x"], "w1", 6) == {"x"}
+    assert redis_client.get(key) == b"6:w1"
+
+    assert store.claim(["x"], "w1", 4) == set(), "a stale generation is fenced off"
+    assert redis_client.get(key) == b"6:w1"
+
+
+def test_owner_names_with_colons_are_compared_whole(store: DedupStore) -> None:
+    assert store.claim(["x"], "host:1:abc", 1) == {"x"}
+    assert store.claim(["x"], "host:1", 1) == set()
+    assert store.claim(["x"], "1:abc", 1) == set()
+    assert store.claim(["x"], "host:1:abc", 1) == {"x"}
+
+
+def test_release_drops_only_the_owners_claims(store: DedupStore, redis_client: redis.Redis) -> None:
+    assert store.claim(["a", "b"], "w1", 1) == {"a", "b"}
+    assert store.claim(["c"], "w2", 1) == {"c"}
+
+    store.release(["a", "c", "never-claimed"], "w1")
+
+    assert not redis_client.exists(store.claim_key("a"))
+    assert redis_client.exists(store.claim_key("b"))
+    assert redis_client.exists(store.claim_key("c"))
+    assert store.claim(["a"], "w2", 1) == {"a"}
+
+
+def test_duplicate_ids_in_a_batch(store: DedupStore) -> None:
+    assert store.claim(["a", "a", "b"], "w1", 1) == {"a", "b"}
+    store.mark_done(["a", "a"], "w1", 1)
+    assert store.filter_done(["a", "a", "b"]) == {"a"}
+
+
+def test_claim_expires_and_another_owner_takes_over(
+    make_store: StoreFactory, redis_client: redis.Redis
+) -> None:
+    store = make_store(claim_ttl_ms=200)
+    assert store.claim(["x"], "w1", 1) == {"x"}
+    assert store.claim(["x"], "w2", 1) == set()
+    assert 0 < redis_client.pttl(store.claim_key("x")) <= 200
+
+    assert wait_until(lambda: not redis_client.exists(store.claim_key("x")), timeout_s=2.0)
+
+    assert store.claim(["x"], "w2", 1) == {"x"}
+    assert store.claim(["x"], "w1", 1) == set()
+    store.mark_done(["x"], "w1", 1)
+    assert store.filter_done(["x"]) == {"x"}, "a late done-mark from the first owner still counts"
+
+
+def test_racing_owners_each_id_goes_to_exactly_one(
+    make_store: StoreFactory, redis_url: str
+) -> None:
+    owners = [f"w{n}" for n in range(4)]
+    ids = [f"id-{n}" for n in range(400)]
+    clients = [redis.Redis.from_url(redis_url) for _ in owners]
+    stores = [make_store(client) for client in clients]
+    start = threading.Barrier(len(owners), timeout=10)
+
+    def run(n: int) -> set[str]:
+        order = random.Random(n).sample(ids, len(ids))
+        start.wait()
+        held: set[str] = set()
+        for chunk in range(0, len(order), 16):
+            held |= stores[n].claim(order[chunk : chunk + 16], owners[n], 1)
+        return held
+
+    try:
+        with ThreadPoolExecutor(len(owners)) as pool:
+            results = list(pool.map(run, range(len(owners))))
+    finally:
+        for client in clients:
+            client.close()
+
+    assert sum(len(held) for held in results) == len(ids)
+    assert set().union(*results) == set(ids)
+
+
+ODD_IDS = [
+    "",
+    " ",
+    "with spaces and\ttabs\nand newlines",
+    "a:b:c",
+    ":",
+    "a:",
+    "x:claim:y",
+    "done:x",
+    "*?[glob]\\",
+    "{hash-tag}",
+    "\x00nul\x00",
+    "ünïcødé ✓ 日本語 🚀",
+    "é" * 128,  # 256 bytes
+    "x" * 256,
+    "\ud800 lone surrogate",
+]
+
+
+def test_odd_ids_are_exact_distinct_keys(
+    store: DedupStore, redis_client: redis.Redis, namespace: str
+) -> None:
+    assert len(("é" * 128).encode()) == 256
+    assert store.claim(ODD_IDS, "w1", 1) == set(ODD_IDS)
+    store.mark_done(ODD_IDS, "w1", 1)
+
+    assert store.filter_done(ODD_IDS) == set(ODD_IDS)
+    for id_ in ODD_IDS:
+        raw = id_.encode("utf-8", "surrogatepass")
+        assert store.done_key(id_) == f"{namespace}:done:".encode() + raw
+        assert redis_client.exists(store.done_key(id_))
+        assert not redis_client.exists(store.claim_key(id_))
+    near_misses = ["a", "a::", "x:claim", "é" * 127, "x" * 255, "\ud801 lone surrogate"]
+    assert store.filter_done(near_misses) == set()
+    assert store.claim(near_misses, "w1", 1) == set(near_misses)
+
+
+def test_wrong_type_is_raised_unchanged_without_retry(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    redis_client.hset(store.claim_key("x"), "not", "a claim")
+    with capture_logs() as logs, pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.claim(["x"], "w1", 1)
+    assert logs == []
+
+
+def test_ping(store: DedupStore) -> None:
+    store.ping()
+
+
+class RoundTrips:
+    """A client whose socket writes are counted: each write is one round trip."""
+
+    def __init__(self, url: str) -> None:
+        self.writes = 0
+        counter = self
+
+        class Counting(redis.Connection):
+            def send_packed_command(
+                self, command: bytes | str | list[bytes], check_health: bool = True
+            ) -> None:
+                counter.writes += 1
+                # redis-py leaves this method unannotated
+                super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+        self.pool = redis.ConnectionPool.from_url(url, connection_class=Counting)
+        self.client = redis.Redis(connection_pool=self.pool)
+
+    def count(self, fn: Callable[[], object]) -> int:
+        before = self.writes
+        fn()
+        return self.writes - before
+
+
+@pytest.fixture
+def round_trips(redis_url: str) -> Iterator[RoundTrips]:
+    counted = RoundTrips(redis_url)
+    yield counted
+    counted.client.close()
+    counted.pool.disconnect()
+
+
+@pytest.mark.parametrize("batch", [1, 32, 256])
+def test_every_call_is_one_round_trip(
+    make_store: StoreFactory, round_trips: RoundTrips, batch: int
+) -> None:
+    store = make_store(round_trips.client)
+    # the first script calls may load the scripts (NOSCRIPT -> SCRIPT LOAD)
+    store.claim(["warm-up"], "w0", 1)
+    store.mark_done(["warm-up"], "w0", 1)
+    store.release(["warm-up"], "w0")
+    ids = [f"id-{n}" for n in range(batch)]
+
+    assert round_trips.count(lambda: store.filter_done(ids)) == 1
+    assert round_trips.count(lambda: store.claim(ids, "w1", 1)) == 1
+    assert round_trips.count(lambda: store.release(ids[: (batch + 1) // 2], "w1")) == 1
+    assert round_trips.count(lambda: store.mark_done(ids, "w1", 1)) == 1
+    assert round_trips.count(lambda: store.ping()) == 1
+    assert store.filter_done(ids) == set(ids)
+
+
+def test_empty_batches_send_nothing(make_store: StoreFactory, round_trips: RoundTrips) -> None:
+    store = make_store(round_trips.client)
+    store.ping()
+
+    def all_empty() -> None:
+        assert store.filter_done([]) == set()
+        assert store.claim([], "w1", 1) == set()
+        store.mark_done([], "w1", 1)
+        store.release([], "w1")
+
+    assert round_trips.count(all_empty) == 0
