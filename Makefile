@@ -40,8 +40,8 @@ up: kafka-jars ## start the local Kafka broker and Redis
 down: ## stop the local Kafka broker(s) and Redis
 	deploy/local/down.sh
 
-run: install up ## the main job end to end against the local services
-	$(BIN)/torchkafka roundtrip
+run: install up ## the main job end to end: workers, a producer and a result reader
+	$(BIN)/torchkafka demo
 
 test: install kafka-jars lint ## lint, then the whole suite (starts and stops services it needs)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -56,8 +56,9 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## codec throughput next to memcpy
+bench: install up ## codec throughput next to memcpy; dedup cost per message (local Redis)
 	$(BIN)/python bench/codec_bench.py
+	$(BIN)/python bench/dedup_bench.py
 
 clean: down ## stop services and remove the virtual environment and run state
 	rm -rf $(VENV) .run .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
-from torchkafka.worker._env import kafka_bootstrap
+from torchkafka.worker._config import WorkerConfig, load_config
+from torchkafka.worker._env import kafka_bootstrap, redis_url
+from torchkafka.worker._errors import StartupError
 from torchkafka.worker._logging import configure_logging
 
 
@@ -15,9 +21,8 @@ def _shape(text: str) -> list[int]:
     try:
         dims = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+        message = f"expected comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
     if any(dim < 0 for dim in dims):
         raise argparse.ArgumentTypeError(f"dimensions must be >= 0, got {text!r}")
     return dims
@@ -30,13 +35,48 @@ def _positive(text: str) -> int:
     return value
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+_FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "Path | None": Path}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per WorkerConfig field, all defaulting to unset (None)."""
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML file with any of the settings below"
+    )
+    for field in fields(WorkerConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata["help"]
+        if field.default not in (MISSING, None):
+            help_text += f" (default: {field.default})"
+        if str(field.type) == "Mapping[str, str]":
+            parser.add_argument(
+                f"--{field.name}-config",
+                dest=field.name,
+                type=_key_value,
+                action="append",
+                metavar="KEY=VALUE",
+                help=f"{help_text}; repeatable",
+            )
+        else:
+            kind = _FLAG_TYPES.get(str(field.type), str)
+            parser.add_argument(flag, type=kind, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="torchkafka",
         description="Serve a PyTorch model on a Kafka stream.",
         epilog="Environment: KAFKA_BOOTSTRAP (default 127.0.0.1:9092), "
-        "REDIS_URL (default redis://127.0.0.1:6379/0).",
+        "REDIS_URL (default redis://127.0.0.1:6379/0), and TORCHKAFKA_<SETTING> for any "
+        "`run` setting (e.g. TORCHKAFKA_MAX_BATCH_SIZE=64).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('torchkafka')}")
     parser.add_argument(
@@ -45,33 +85,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    roundtrip = commands.add_parser(
-        "roundtrip",
-        help="send encoded tensors through Kafka and verify them on the way back",
-        description="Produce COUNT encoded tensor requests to TOPIC, read them back with a "
-        "fresh consumer group, decode each and check it equals what was sent. "
-        "Exits 1 if any message is missing, undecodable or different.",
+    run = commands.add_parser(
+        "run",
+        help="run worker processes: requests in, one result per request out",
+        description="Consume requests from --input-topic, run the model on micro-batches, "
+        "publish one result per request to --output-topic and what cannot be processed to "
+        "--dead-letter-topic. Settings come from (lowest to highest) defaults, --config FILE, "
+        "TORCHKAFKA_<SETTING> environment variables, and these flags. SIGTERM or Ctrl-C "
+        "drains in-flight work, commits and leaves the group.",
     )
-    roundtrip.add_argument(
-        "--bootstrap",
-        default=kafka_bootstrap(),
-        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP)",
+    _add_config_flags(run)
+
+    topics = commands.add_parser(
+        "topics",
+        help="create the input, output and dead-letter topics",
+        description="Create the topics a worker needs (those that exist are left as they are).",
     )
-    roundtrip.add_argument("--topic", default="torchkafka.roundtrip", help="topic to use")
-    roundtrip.add_argument(
-        "--partitions", type=_positive, default=3, help="partitions if the topic is created"
+    topics.add_argument("action", choices=["create"])
+    topics.add_argument("--bootstrap", default=kafka_bootstrap(), help="Kafka bootstrap servers")
+    topics.add_argument("--input-topic", required=True)
+    topics.add_argument("--output-topic", required=True)
+    topics.add_argument("--dead-letter-topic", required=True)
+    topics.add_argument("--partitions", type=_positive, default=4, help="input/output partitions")
+    topics.add_argument("--replication-factor", type=_positive, default=1)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole job on local Kafka and Redis, verified (what `make run` runs)",
+        description="Create the demo topics, start a group of worker processes, produce "
+        "synthetic images plus a few malformed messages and re-submitted ids, read results "
+        "and dead letters back, verify exactly one result per input, print a summary and "
+        "stop the workers. Needs Kafka and Redis running (`make up`). Exits 1 on a mismatch.",
     )
-    roundtrip.add_argument("--count", type=_positive, default=2000, help="messages to send")
-    roundtrip.add_argument(
-        "--shape", type=_shape, default=[3, 64, 64], help="tensor shape, e.g. 3,224,224"
+    demo.add_argument("--bootstrap", default=kafka_bootstrap(), help="Kafka bootstrap servers")
+    demo.add_argument("--redis-url", default=redis_url(), help="Redis for dedup")
+    demo.add_argument("--count", type=_positive, default=3000, help="inputs to send")
+    demo.add_argument("--workers", type=_positive, default=2, help="worker processes")
+    demo.add_argument("--model", default="torchvision:resnet18", help="model spec")
+    demo.add_argument(
+        "--shape", type=_shape, default=[3, 64, 64], help="uint8 image shape, e.g. 3,224,224"
     )
-    roundtrip.add_argument(
-        "--dtype", default="uint8", help="a wire dtype name (docs/wire-format.md), e.g. float32"
-    )
-    roundtrip.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for the messages to return"
-    )
-    roundtrip.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
@@ -80,40 +133,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    if args.command == "roundtrip":
-        return _roundtrip(parser, args)
+    if args.command == "run":
+        return _run(parser, args)
+    if args.command == "topics":
+        return _topics(args)
+    if args.command == "demo":
+        return _demo(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
-def _roundtrip(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    # Imported here so that `--help` does not wait for torch to load.
-    from torchkafka.codecs import DTYPES
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    flags = {field.name: getattr(args, field.name) for field in fields(WorkerConfig)}
+    for name in ("consumer", "producer"):
+        flags[name] = dict(flags[name] or [])
+    try:
+        config = load_config(args.config, os.environ, flags)
+    except StartupError as exc:
+        parser.error(str(exc))
+    if config.workers == 1:
+        from torchkafka.worker._app import run_in_this_process
+
+        return run_in_this_process(config)
+    from torchkafka.worker._supervisor import run_processes
+
+    return run_processes(config, args.log_format, args.log_level)
+
+
+def _topics(args: argparse.Namespace) -> int:
     from torchkafka.topology import TopicSpec, admin_client, ensure_topics
-    from torchkafka.worker._roundtrip import run_round_trip
 
-    if args.dtype not in DTYPES:
-        parser.error(f"unknown --dtype {args.dtype!r}; choose from {', '.join(sorted(DTYPES))}")
+    specs = [
+        TopicSpec(args.input_topic, args.partitions, args.replication_factor),
+        TopicSpec(args.output_topic, args.partitions, args.replication_factor),
+        TopicSpec(args.dead_letter_topic, 1, args.replication_factor),
+    ]
+    created = ensure_topics(admin_client(args.bootstrap), specs)
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        print(f"{spec.name}: {state}")
+    return 0
 
-    ensure_topics(admin_client(args.bootstrap), [TopicSpec(args.topic, partitions=args.partitions)])
-    report = run_round_trip(
-        args.bootstrap,
-        args.topic,
-        args.count,
-        args.shape,
-        args.dtype,
-        timeout_s=args.timeout,
-        progress=not args.no_progress,
+
+def _demo(args: argparse.Namespace) -> int:
+    from torchkafka.worker._demo import DemoSettings, print_report, run_demo
+
+    settings = DemoSettings(
+        bootstrap=args.bootstrap,
+        redis_url=args.redis_url,
+        count=args.count,
+        workers=args.workers,
+        model=args.model,
+        shape=tuple(args.shape),
     )
-    megabytes = report.payload_bytes / 1e6
-    print(f"\nround trip through {args.bootstrap} topic {args.topic!r}")
-    print(f"  sent        {report.sent:>8} messages, {megabytes:.1f} MB of tensor payload")
-    print(f"  received    {report.received:>8}")
-    print(f"  undecodable {report.undecodable:>8}")
-    print(f"  mismatched  {report.mismatched:>8}")
-    print(f"  produce     {report.sent / report.produce_s:>8.0f} msg/s")
-    consume_rate = report.received / report.consume_s if report.consume_s else 0.0
-    print(f"  consume     {consume_rate:>8.0f} msg/s (after the consumer joined)")
-    print("  result      " + ("OK: every tensor came back equal" if report.ok else "FAILED"))
+    report = run_demo(settings)
+    print_report(report)
     return 0 if report.ok else 1
 
 

@@ -57,9 +57,10 @@ def test_result_example() -> None:
 
 def test_every_reason_code_is_documented() -> None:
     from torchkafka.codecs import Reason
+    from torchkafka.worker._reasons import WorkerReason
 
     text = DOC.read_text()
-    for reason in Reason:
+    for reason in [*Reason, *WorkerReason]:
         assert f"| `{reason.value}` |" in text, reason
 
 

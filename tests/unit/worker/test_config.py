@@ -1,0 +1,73 @@
+"""Configuration: defaults < file < environment < flags, with clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from torchkafka.worker._config import load_config
+from torchkafka.worker._errors import StartupError
+
+REQUIRED = {
+    "model": "torchvision:resnet18",
+    "input_topic": "in",
+    "output_topic": "out",
+    "dead_letter_topic": "dlq",
+}
+
+
+def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
+    file = tmp_path / "worker.toml"
+    file.write_text(
+        'max_batch_size = 8\nmax_wait_ms = 2.5\ngroup_id = "from-file"\n'
+        '[consumer]\n"fetch.min.bytes" = "1"\n"session.timeout.ms" = "9000"\n'
+    )
+    environ = {"TORCHKAFKA_MAX_BATCH_SIZE": "16", "TORCHKAFKA_GROUP_ID": "from-env"}
+    flags = {**REQUIRED, "group_id": "from-flag", "consumer": {"session.timeout.ms": "7000"}}
+    config = load_config(file, environ, flags)
+    assert config.max_batch_size == 16  # environment beats the file
+    assert config.max_wait_ms == 2.5  # only in the file
+    assert config.group_id == "from-flag"  # flags beat everything
+    assert config.consumer == {"fetch.min.bytes": "1", "session.timeout.ms": "7000"}
+
+
+def test_plain_kafka_and_redis_variables_are_honoured() -> None:
+    environ = {"KAFKA_BOOTSTRAP": "broker:9093", "REDIS_URL": "redis://cache:6380/1"}
+    config = load_config(None, environ, REQUIRED)
+    assert (config.bootstrap, config.redis_url) == ("broker:9093", "redis://cache:6380/1")
+
+
+def test_the_redis_password_is_masked_when_printed() -> None:
+    config = load_config(None, {"REDIS_URL": "redis://user:s3cret@cache:6379/0"}, REQUIRED)
+    assert "s3cret" not in repr(config)
+    assert "redis://user:***@cache:6379/0" in repr(config)
+
+
+def test_missing_settings_are_named_with_their_flags() -> None:
+    with pytest.raises(StartupError, match=r"model \(--model\), input_topic \(--input-topic\)"):
+        load_config(None, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"TORCHKAFKA_MAX_BATCH_SIZE": "lots"}, "max_batch_size: cannot use 'lots'"),
+        ({"TORCHKAFKA_MAX_BATCH_SIZE": "0"}, "max_batch_size must be >= 1"),
+        ({"TORCHKAFKA_REDIS_OUTAGE": "ignore"}, "redis_outage must be"),
+    ],
+)
+def test_bad_values_are_startup_errors(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(StartupError, match=message):
+        load_config(None, environ, REQUIRED)
+
+
+def test_a_config_file_with_unknown_keys_or_bad_toml_is_refused(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.toml"
+    typo.write_text("max_batch_sise = 8\n")
+    with pytest.raises(StartupError, match="unknown keys"):
+        load_config(typo, {}, REQUIRED)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("max_batch_size = \n")
+    with pytest.raises(StartupError, match="not valid TOML"):
+        load_config(broken, {}, REQUIRED)
+    with pytest.raises(StartupError, match="cannot read config file"):
+        load_config(tmp_path / "absent.toml", {}, REQUIRED)

@@ -1,0 +1,120 @@
+"""From consumed records to admitted work: decode, pick the input, gate on dedup.
+
+Every record ends in exactly one place: admitted (to be batched), dead-lettered
+(bad input: published here), skipped (its id is done, or repeats an id of the
+same poll), or parked (another worker holds its id, or Redis is away: try
+again later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from torchkafka.codecs import DecodeError, EncodedImage, Limits, decode_image, decode_request
+from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._errors import TransientError
+from torchkafka.worker._publisher import Publisher
+from torchkafka.worker._reasons import WorkerReason
+from torchkafka.worker._records import Admitted, Record
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Admission:
+    """Where each record of a poll went."""
+
+    admitted: list[Admitted] = field(default_factory=list)
+    skipped: list[Record] = field(default_factory=list)
+    parked: list[Admitted] = field(default_factory=list)
+    redis_down: bool = False
+
+
+class Gate:
+    """Decodes records and asks Redis which ones to run; one round trip each way."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        dedup: DedupStore,
+        limits: Limits,
+        input_name: str,
+        owner: str,
+        fail_open: bool,
+    ) -> None:
+        self._publisher = publisher
+        self._dedup = dedup
+        self._limits = limits
+        self._input_name = input_name
+        self._owner = owner
+        self._fail_open = fail_open
+
+    def admit(self, records: Sequence[Record], fencing_token: int) -> Admission:
+        """Decode ``records`` (dead-lettering bad ones), then gate them on dedup."""
+        valid = [item for item in map(self._decode, records) if item is not None]
+        return self.gate(valid, fencing_token)
+
+    def gate(self, candidates: Sequence[Admitted], fencing_token: int) -> Admission:
+        """Skip ids that are done or repeated, claim the rest; park what is held elsewhere."""
+        admission = Admission()
+        first: dict[str, Admitted] = {}
+        for candidate in candidates:
+            if candidate.request.id in first:
+                admission.skipped.append(candidate.record)
+            else:
+                first[candidate.request.id] = candidate
+        if not first:
+            return admission
+        try:
+            done = self._dedup.filter_done(list(first))
+            claimed = self._dedup.claim(
+                [i for i in first if i not in done], self._owner, fencing_token
+            )
+        except TransientError as exc:
+            if self._fail_open:
+                log.warning(
+                    "redis unavailable; processing without dedup (fail-open)", error=str(exc)
+                )
+                admission.admitted += first.values()
+            else:
+                admission.parked += first.values()
+                admission.redis_down = True
+            return admission
+        for request_id, candidate in first.items():
+            if request_id in done:
+                admission.skipped.append(candidate.record)
+            elif request_id in claimed:
+                admission.admitted.append(candidate)
+            else:
+                admission.parked.append(candidate)
+        return admission
+
+    def release(self, ids: Sequence[str]) -> None:
+        """Give up this worker's claims on ``ids`` (best effort: they expire anyway)."""
+        try:
+            self._dedup.release(ids, self._owner)
+        except TransientError as exc:
+            log.warning(
+                "could not release claims; they will expire", count=len(ids), error=str(exc)
+            )
+
+    def _decode(self, record: Record) -> Admitted | None:
+        try:
+            request = decode_request(record.value, self._limits)
+            value = request.inputs.get(self._input_name)
+            if value is None:
+                names = ", ".join(sorted(request.inputs))
+                self._publisher.dead_letter(
+                    record,
+                    WorkerReason.UNUSABLE_INPUT,
+                    f"$.inputs: no input named {self._input_name!r} (has {names})",
+                )
+                return None
+            tensor = decode_image(value) if isinstance(value, EncodedImage) else value
+        except DecodeError as exc:
+            self._publisher.dead_letter(record, exc.reason, str(exc))
+            return None
+        return Admitted(record, request, tensor)

@@ -1,0 +1,177 @@
+"""The composition root: builds Kafka, Redis and the model from a config, then runs.
+
+The only module that creates clients; everything else gets them passed in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from types import FrameType
+
+import redis
+import structlog
+from confluent_kafka import Consumer, KafkaException, Producer
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from torchkafka.codecs import DEFAULT_LIMITS, ModelInfo, TorchKafkaError
+from torchkafka.topology import admin_client
+from torchkafka.worker._admission import Gate
+from torchkafka.worker._batcher import MicroBatcher, StagingPool
+from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker._dead_letter_guard import DeadLetterGuard
+from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._errors import StartupError, TransientError
+from torchkafka.worker._inference import InferenceWorker
+from torchkafka.worker._loop import WorkerLoop
+from torchkafka.worker._model_loader import load_model, resolve_device
+from torchkafka.worker._model_spec import parse_model_spec
+from torchkafka.worker._processing import parse_postprocess, parse_preprocess
+from torchkafka.worker._publisher import Publisher
+from torchkafka.worker._retry import RetrySettings
+from torchkafka.worker._runtime import ModelRuntime
+
+log = structlog.get_logger(__name__)
+
+
+def worker_id() -> str:
+    """This process's name in results, dead letters and claims: host/pid."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
+    """Load the model, connect, and process until ``stop`` is set (or a fatal error)."""
+    me = worker_id()
+    structlog.contextvars.bind_contextvars(worker=me)
+    device = resolve_device(config.device)
+    loaded = load_model(parse_model_spec(config.model), config.weights, device)
+    runtime = ModelRuntime(
+        loaded,
+        parse_preprocess(config.preprocess),
+        parse_postprocess(config.postprocess),
+        device,
+        processes=config.workers,
+    )
+    log.info("model loaded", model=loaded.name, version=loaded.version, device=str(device))
+    _check_topics(config)
+    dedup = DedupStore(
+        _redis_client(config.redis_url),
+        namespace=f"torchkafka:{config.output_topic}:{loaded.name}",
+        done_ttl_s=config.dedup_ttl_s,
+        claim_ttl_ms=config.claim_ttl_ms,
+        retry=RetrySettings(),
+    )
+    try:
+        dedup.ping()
+    except TransientError as exc:
+        log.warning("redis does not answer yet; consumption waits for it", error=str(exc))
+    producer = Producer(
+        {
+            "bootstrap.servers": config.bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "client.id": me,
+            **config.producer,
+        }
+    )
+    publisher = Publisher(producer, config.output_topic, config.dead_letter_topic, me)
+    inference = InferenceWorker(
+        runtime,
+        StagingPool(),
+        publisher,
+        ModelInfo(loaded.name, loaded.version),
+        me,
+        config.inference_queue_batches,
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.bootstrap,
+            "group.id": config.group_id,
+            "client.id": me,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            **config.consumer,
+        }
+    )
+    loop = WorkerLoop(
+        consumer=consumer,
+        input_topic=config.input_topic,
+        gate=Gate(
+            publisher,
+            dedup,
+            DEFAULT_LIMITS,
+            config.input_name,
+            me,
+            fail_open=config.redis_outage == "fail-open",
+        ),
+        dedup=dedup,
+        publisher=publisher,
+        inference=inference,
+        batcher=MicroBatcher(config.max_batch_size, config.max_wait_ms / 1000),
+        guard=DeadLetterGuard(
+            config.dead_letter_max_ratio,
+            config.dead_letter_window,
+            config.dead_letter_max_consecutive,
+        ),
+        owner=me,
+        poll_batch=config.poll_batch,
+    )
+    inference.start()
+    log.info("consuming", topic=config.input_topic, group=config.group_id)
+    try:
+        loop.run(stop)
+    finally:
+        inference.stop(timeout_s=5)
+        producer.flush(10)
+    log.info("stopped")
+
+
+def run_in_this_process(config: WorkerConfig) -> int:
+    """Run one worker until SIGTERM/SIGINT; the process exit code (errors are logged)."""
+    try:
+        run_worker(config, stop_on_signals())
+    except StartupError as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    except TorchKafkaError as exc:
+        log.error("worker stopped on an error", error=str(exc), cause=repr(exc.__cause__))
+        return 1
+    return 0
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (graceful shutdown); call on the main thread."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutting down", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _redis_client(url: str) -> redis.Redis:
+    # The DedupStore's retry policy alone decides how long a call may take.
+    return redis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def _check_topics(config: WorkerConfig) -> None:
+    wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
+    try:
+        existing = set(admin_client(config.bootstrap).list_topics(timeout=10).topics)
+    except KafkaException as exc:
+        raise StartupError(f"Kafka at {config.bootstrap} does not answer: {exc}") from exc
+    missing = sorted(wanted - existing)
+    if missing:
+        raise StartupError(
+            f"topics {missing} do not exist on {config.bootstrap}; create them first "
+            "(torchkafka topics create ...)"
+        )

@@ -1,0 +1,264 @@
+"""The polling loop: the only place that consumes, pauses, commits and rebalances.
+
+One iteration: consume a batch of records, admit them (decode, dedup), add
+them to the micro-batcher, hand full or due batches to the inference thread,
+then settle what the broker acknowledged: done-marks in Redis first, then the
+commit watermark. When the inference queue is full, or Redis is away, the
+assigned partitions are paused and polling goes on, so the group never sees a
+stalled member.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from torchkafka.worker._admission import Admission, Gate
+from torchkafka.worker._batcher import Batch, BatchItem, MicroBatcher
+from torchkafka.worker._dead_letter_guard import DeadLetterGuard
+from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._errors import TransientError, WorkerError
+from torchkafka.worker._inference import InferenceWorker
+from torchkafka.worker._publisher import Delivery, Outcome, Publisher
+from torchkafka.worker._records import Admitted, Record, TopicPartitionKey
+from torchkafka.worker._watermark import OffsetTracker
+
+log = structlog.get_logger(__name__)
+
+#: How long a rebalance or shutdown waits for in-flight batches.
+DRAIN_TIMEOUT_S = 30.0
+#: How often parked records (ids held elsewhere, or Redis away) are retried.
+PARKED_RETRY_S = 0.5
+
+
+class WorkerLoop:
+    """Drives one consumer; call ``run`` on the main thread."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        input_topic: str,
+        gate: Gate,
+        dedup: DedupStore,
+        publisher: Publisher,
+        inference: InferenceWorker,
+        batcher: MicroBatcher[Admitted],
+        guard: DeadLetterGuard,
+        owner: str,
+        poll_batch: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._input_topic = input_topic
+        self._gate = gate
+        self._dedup = dedup
+        self._publisher = publisher
+        self._inference = inference
+        self._batcher = batcher
+        self._guard = guard
+        self._owner = owner
+        self._poll_batch = poll_batch
+        self._clock = clock
+        self._tracker: OffsetTracker[TopicPartitionKey] = OffsetTracker()
+        self._ready: deque[Batch[Admitted]] = deque()
+        self._parked: list[Admitted] = []
+        self._parked_retry_at = 0.0
+        self._unmarked: list[Delivery] = []
+        self._gate_blocked = False  # Redis was away when the gate last ran
+        self._paused = False
+        self._epoch = 0
+        self._assigned: set[TopicPartitionKey] = set()
+        self._committed: dict[TopicPartitionKey, int] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set, then drain, commit and leave the group."""
+        self._consumer.subscribe(
+            [self._input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not stop.is_set():
+                self._step()
+            self._drain()
+        finally:
+            self._consumer.close()
+
+    def _step(self) -> None:
+        if self._inference.failure is not None:
+            raise WorkerError("the inference thread failed") from self._inference.failure
+        messages = self._consumer.consume(self._poll_batch, self._poll_timeout())
+        now = self._clock()
+        records = [Record.from_message(m, now) for m in messages if _usable(m)]
+        for record in records:
+            self._tracker.track(record.partition_key, record.offset)
+        if records:
+            self._admit(self._gate.admit(records, self._epoch))
+        if self._parked and now >= self._parked_retry_at:
+            parked, self._parked = self._parked, []
+            self._admit(self._gate.gate(parked, self._epoch))
+        self._ready.extend(self._batcher.due(now))
+        self._submit_ready()
+        self._settle()
+        self._pause_or_resume()
+
+    def _poll_timeout(self) -> float:
+        deadline = self._batcher.next_deadline()
+        if deadline is None:
+            return 0.1
+        return min(0.1, max(0.0, deadline - self._clock()))
+
+    def _admit(self, admission: Admission) -> None:
+        for record in admission.skipped:
+            self._tracker.ack(record.partition_key, record.offset)
+        now = self._clock()
+        for admitted in admission.admitted:
+            # The wait for a batch counts from here, not from the poll: decoding and
+            # the Redis round trips must not eat the batching window.
+            self._ready.extend(self._batcher.add(BatchItem(admitted.tensor, admitted, now), now))
+        if admission.parked:
+            self._parked += admission.parked
+            self._parked_retry_at = self._clock() + PARKED_RETRY_S
+        self._gate_blocked = admission.redis_down
+
+    def _submit_ready(self) -> None:
+        limit = self._inference.batch_limit
+        if limit is not None and limit < self._batcher.max_batch_size:
+            self._batcher.max_batch_size = limit
+        while self._ready and self._inference.try_submit(self._ready[0]):
+            self._ready.popleft()
+
+    def _settle(self, timeout_s: float = 0.0) -> None:
+        """Done-mark what the broker acknowledged, ack it, and commit the watermark."""
+        deliveries = self._unmarked + self._publisher.completed(timeout_s)
+        if deliveries and self._mark_done(deliveries):
+            for delivery in deliveries:
+                record = delivery.record
+                self._tracker.ack(record.partition_key, record.offset)
+                self._guard.record(delivery.outcome is Outcome.DEAD_LETTER)
+        self._commit(self._tracker.committable(), asynchronous=True)
+
+    def _mark_done(self, deliveries: list[Delivery]) -> bool:
+        """Write done-marks for delivered results; False (and held) while Redis is away."""
+        for delivery in deliveries:
+            if delivery.error is not None:
+                # librdkafka has already retried for delivery.timeout.ms: stop without
+                # committing, so that a restarted worker processes the record again.
+                raise KafkaException(delivery.error)
+        ids = [d.request_id for d in deliveries if d.outcome is Outcome.RESULT and d.request_id]
+        try:
+            self._dedup.mark_done(ids, self._owner, self._epoch)
+        except TransientError as exc:
+            log.warning("cannot write done-marks yet; holding commits", error=str(exc))
+            self._unmarked = deliveries
+            return False
+        self._unmarked = []
+        return True
+
+    def _commit(self, offsets: dict[TopicPartitionKey, int], asynchronous: bool) -> None:
+        if offsets:
+            self._committed.update(offsets)
+            partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            if asynchronous:
+                self._consumer.commit(offsets=partitions, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=partitions, asynchronous=False)
+
+    def _pause_or_resume(self) -> None:
+        redis_away = self._gate_blocked or bool(self._unmarked)
+        blocked = bool(self._ready) or redis_away
+        if blocked != self._paused and self._assigned:
+            partitions = _partitions(self._assigned)
+            if blocked:
+                self._consumer.pause(partitions)
+                log.debug("paused", reason="redis" if redis_away else "inference queue full")
+            else:
+                self._consumer.resume(partitions)
+                log.debug("resumed")
+            self._paused = blocked
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._epoch += 1
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned |= keys
+        log.info("assigned", partitions=sorted(keys), epoch=self._epoch)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._give_up(partitions, commit=True)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._give_up(partitions, commit=False)
+
+    def _give_up(self, partitions: Sequence[TopicPartition], commit: bool) -> None:
+        """Drop queued work of ``partitions``, finish in-flight work, commit what is done."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+
+        def mine(admitted: Admitted) -> bool:
+            return admitted.record.partition_key in keys
+
+        dropped = [item.token for item in self._batcher.discard(mine)]
+        dropped += [a for a in self._parked if mine(a)]
+        self._parked = [a for a in self._parked if not mine(a)]
+        kept: deque[Batch[Admitted]] = deque()
+        for batch in self._ready:
+            items = tuple(item for item in batch.items if not mine(item.token))
+            dropped += [item.token for item in batch.items if mine(item.token)]
+            if items:
+                kept.append(Batch(items, batch.capacity))
+        self._ready = kept
+        self._gate.release([a.request.id for a in dropped])
+        self._wait_for_in_flight()
+        offsets = self._tracker.revoke(keys)
+        if commit:
+            final = {key: o for key, o in self._committed.items() if key in keys}
+            self._commit({**final, **offsets}, asynchronous=False)
+        for key in keys:
+            self._committed.pop(key, None)
+        self._assigned -= keys
+        log.info("revoked", partitions=sorted(keys), committed=commit, dropped=len(dropped))
+
+    def _wait_for_in_flight(self) -> None:
+        deadline = self._clock() + DRAIN_TIMEOUT_S
+        while not self._inference.idle() and self._clock() < deadline:
+            self._settle(timeout_s=0.05)
+        self._publisher.flush(max(0.0, deadline - self._clock()))
+        self._settle()
+
+    def _drain(self) -> None:
+        """Shutdown: run what is queued, wait for its results, commit, release the rest."""
+        self._ready.extend(self._batcher.drain())
+        deadline = self._clock() + DRAIN_TIMEOUT_S
+        while self._ready and self._clock() < deadline:
+            self._submit_ready()
+            self._settle(timeout_s=0.05)
+        self._inference.stop(max(0.0, deadline - self._clock()))
+        self._publisher.flush(max(0.0, deadline - self._clock()))
+        self._settle()
+        # Synchronously, everything: earlier asynchronous commits may still be in flight.
+        self._commit({**self._committed, **self._tracker.committable()}, asynchronous=False)
+        self._gate.release([a.request.id for a in self._parked])
+        log.info("drained", parked=len(self._parked), unsent_batches=len(self._ready))
+
+
+def _usable(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() == KafkaError._PARTITION_EOF:
+        return False
+    if error.fatal() or not error.retriable():
+        raise KafkaException(error)
+    log.warning("consume error; continuing", error=error.str())
+    return False
+
+
+def _partitions(keys: Iterable[TopicPartitionKey]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition) for topic, partition in keys]

@@ -1,0 +1,65 @@
+"""Runs N worker processes of one consumer group and stops them together."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from types import FrameType
+
+import structlog
+
+from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker._logging import LogFormat, configure_logging
+
+log = structlog.get_logger(__name__)
+
+#: How long stopped workers get to drain before they are killed.
+STOP_GRACE_S = 60.0
+
+
+def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -> int:
+    """Start ``config.workers`` processes; on SIGTERM/SIGINT stop them all; exit code."""
+    context = multiprocessing.get_context("spawn")  # no forked torch/librdkafka state
+    processes = [
+        context.Process(
+            target=_child, args=(config, log_format, log_level), name=f"torchkafka-worker-{index}"
+        )
+        for index in range(config.workers)
+    ]
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                process.terminate()  # SIGTERM: the child drains and leaves the group
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in processes:
+        process.start()
+    log.info("workers started", count=len(processes), pids=[p.pid for p in processes])
+    failed = 0
+    while processes and not failed:
+        for process in list(processes):
+            process.join(timeout=0.2)
+            if process.exitcode is not None:
+                processes.remove(process)
+                failed += process.exitcode != 0
+                if process.exitcode != 0 and not stopping.is_set():
+                    log.error("worker exited", name=process.name, exitcode=process.exitcode)
+    if processes:  # one failed: stop the others too
+        forward(signal.SIGTERM, None)
+        for process in processes:
+            process.join(STOP_GRACE_S)
+            if process.is_alive():
+                process.kill()
+    return 1 if failed else 0
+
+
+def _child(config: WorkerConfig, log_format: LogFormat, log_level: str) -> None:
+    from torchkafka.worker._app import run_in_this_process
+
+    configure_logging(log_format, log_level)
+    raise SystemExit(run_in_this_process(config))
