@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,14 +25,23 @@ DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
     }
 )
 
-#: torch dtype -> the numpy dtype whose buffer view torch adopts without a copy.
-#: numpy has no bfloat16, so its bytes are viewed as uint16 and reinterpreted.
-NUMPY_VIEW_DTYPES: Mapping[torch.dtype, np.dtype[np.generic]] = MappingProxyType(
-    {
-        dt: np.dtype(np.uint16 if dt is torch.bfloat16 else str(dt).removeprefix("torch."))
-        for dt in DTYPES.values()
-    }
-)
+
+class WireDtype(NamedTuple):
+    """What decoding needs to know of a wire dtype, looked up once per tensor."""
+
+    torch: torch.dtype
+    #: The numpy dtype whose buffer view torch adopts without a copy. numpy has
+    #: no bfloat16, so its bytes are viewed as uint16 and reinterpreted.
+    numpy: np.dtype[np.generic]
+    itemsize: int
+
+
+def wire_dtype(name: str) -> WireDtype:
+    """The ``WireDtype`` of a name in ``DTYPES``."""
+    dtype = DTYPES[name]
+    view = np.dtype(np.uint16 if dtype is torch.bfloat16 else name)
+    return WireDtype(dtype, view, dtype.itemsize)
+
 
 _NAMES: Mapping[torch.dtype, str] = MappingProxyType({dt: name for name, dt in DTYPES.items()})
 

@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-import torch
-
-from torchkafka.codecs._dtypes import DTYPES
+from torchkafka.codecs._dtypes import DTYPES, WireDtype, wire_dtype
 
 MiB = 1 << 20
 
@@ -28,7 +26,7 @@ class Limits:
     max_elements: int = 1 << 26
     max_image_pixels: int = 1 << 26
     dtypes: frozenset[str] = field(default_factory=lambda: frozenset(DTYPES))
-    _allowed: Mapping[str, torch.dtype] = field(init=False, repr=False, compare=False)
+    _allowed: Mapping[str, WireDtype] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = self.dtypes - DTYPES.keys()
@@ -37,11 +35,11 @@ class Limits:
         for name in ("max_message_bytes", "max_id_bytes", "max_inputs", "max_elements"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1")
-        allowed = MappingProxyType({n: DTYPES[n] for n in self.dtypes})
+        allowed = MappingProxyType({n: wire_dtype(n) for n in self.dtypes})
         object.__setattr__(self, "_allowed", allowed)
 
-    def allowed_dtype(self, name: str) -> torch.dtype | None:
-        """The torch dtype for wire name ``name`` if this whitelist accepts it."""
+    def allowed_dtype(self, name: str) -> WireDtype | None:
+        """The dtype for wire name ``name`` if this whitelist accepts it."""
         return self._allowed.get(name)
 
 

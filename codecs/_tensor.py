@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchkafka.codecs._dtypes import NUMPY_VIEW_DTYPES, wire_name
+from torchkafka.codecs._dtypes import WireDtype, wire_name
 from torchkafka.codecs._errors import (
+    DecodeError,
     EncodeError,
     InvalidField,
     InvalidShape,
@@ -50,11 +51,14 @@ def tensor_from_wire(obj: dict[str, Any], limits: Limits) -> torch.Tensor:
     ``DecodeError.under``). The tensor shares memory with the received bytes:
     treat it as read-only (clone it before writing to it).
     """
-    name = required(obj, "dtype", str, "")
-    dtype = limits.allowed_dtype(name)
-    if dtype is None:
+    name = obj.get("dtype")
+    dims = obj.get("shape")
+    data = obj.get("data")
+    if type(name) is not str or type(dims) is not list or type(data) is not bytes:
+        raise _field_error(obj)
+    wire = limits.allowed_dtype(name)
+    if wire is None:
         raise UnsupportedDtype(".dtype", f"dtype {name!r:.40} is not accepted")
-    dims = required(obj, "shape", list, "")
     if len(dims) > limits.max_dims:
         raise TooManyDims(".shape", f"{len(dims)} dimensions, the limit is {limits.max_dims}")
     numel = 1
@@ -65,18 +69,27 @@ def tensor_from_wire(obj: dict[str, Any], limits: Limits) -> torch.Tensor:
         numel *= dim
         if dim > max_elements or numel > max_elements:
             raise TooManyElements(".shape", f"{dims} has over {max_elements} elements (the limit)")
-    data = required(obj, "data", bytes, "")
-    if len(data) != numel * dtype.itemsize:
+    if len(data) != numel * wire.itemsize:
         raise PayloadSizeMismatch(
-            ".data", f"{len(data)} bytes, but {name} {dims} needs {numel * dtype.itemsize}"
+            ".data", f"{len(data)} bytes, but {name} {dims} needs {numel * wire.itemsize}"
         )
     shape = tuple(dims)
     if numel == 0:
-        return torch.empty(shape, dtype=dtype)
-    tensor = read_only_view(data, dtype, shape)
-    if dtype is torch.bool and bool(tensor.view(torch.uint8).gt(1).any()):
+        return torch.empty(shape, dtype=wire.torch)
+    tensor = read_only_view(data, wire, shape)
+    if wire.torch is torch.bool and bool(tensor.view(torch.uint8).gt(1).any()):
         raise InvalidField(".data", "bool bytes must be 0x00 or 0x01")
     return tensor
+
+
+def _field_error(obj: dict[str, Any]) -> DecodeError:
+    """The error for the first of dtype, shape, data that is missing or mistyped."""
+    try:
+        for key, kind in (("dtype", str), ("shape", list), ("data", bytes)):
+            required(obj, key, kind, "")
+    except DecodeError as exc:
+        return exc
+    raise AssertionError("called with valid fields")  # pragma: no cover
 
 
 def _bad_dimension(dims: list[Any]) -> InvalidShape:
@@ -90,7 +103,7 @@ def _bad_dimension(dims: list[Any]) -> InvalidShape:
 _warned_read_only = False
 
 
-def read_only_view(data: bytes, dtype: torch.dtype, shape: tuple[int, ...] = (-1,)) -> torch.Tensor:
+def read_only_view(data: bytes, wire: WireDtype, shape: tuple[int, ...]) -> torch.Tensor:
     """A tensor over immutable ``data`` (no copy), without torch's one-time warning.
 
     Goes through numpy: ``torch.from_numpy(np.ndarray(shape, dtype, data))``
@@ -98,7 +111,7 @@ def read_only_view(data: bytes, dtype: torch.dtype, shape: tuple[int, ...] = (-1
     small messages. ``data`` must hold exactly the bytes of ``shape``.
     """
     global _warned_read_only
-    array = np.ndarray(shape, NUMPY_VIEW_DTYPES[dtype], data)
+    array = np.ndarray(shape, wire.numpy, data)
     if _warned_read_only:
         tensor = torch.from_numpy(array)
     else:
@@ -106,4 +119,4 @@ def read_only_view(data: bytes, dtype: torch.dtype, shape: tuple[int, ...] = (-1
             warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
             tensor = torch.from_numpy(array)
         _warned_read_only = True
-    return tensor.view(torch.bfloat16) if dtype is torch.bfloat16 else tensor
+    return tensor.view(torch.bfloat16) if wire.torch is torch.bfloat16 else tensor
