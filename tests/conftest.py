@@ -60,33 +60,50 @@ def run_script(*args: str) -> None:
     subprocess.run([str(DEPLOY / args[0]), *args[1:]], check=True, timeout=300)
 
 
+def local_service(
+    address: str,
+    default: str,
+    answers: Callable[[str], bool],
+    variable: str,
+    start: list[tuple[str, ...]],
+    stop: tuple[str, ...],
+) -> Iterator[str]:
+    """Reuse the service at ``address``, or start the local one there and stop it after."""
+    if answers(address):
+        yield address
+        return
+    if address != default:
+        pytest.fail(f"{variable}={address} does not answer; start it or unset the variable")
+    for command in start:
+        run_script(*command)
+    yield address
+    run_script(*stop)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """The broker's address; started with deploy/local/kafka.sh if absent."""
-    address = configured_kafka()
-    if kafka_answers(address):
-        yield address
-        return
-    if address != DEFAULT_KAFKA_BOOTSTRAP:
-        pytest.fail(f"KAFKA_BOOTSTRAP={address} does not answer; start it or unset the variable")
-    run_script("kafka.sh", "fetch")
-    run_script("kafka.sh", "start", "single")
-    yield address
-    run_script("kafka.sh", "stop", "single")
+    yield from local_service(
+        configured_kafka(),
+        DEFAULT_KAFKA_BOOTSTRAP,
+        kafka_answers,
+        "KAFKA_BOOTSTRAP",
+        start=[("kafka.sh", "fetch"), ("kafka.sh", "start", "single")],
+        stop=("kafka.sh", "stop", "single"),
+    )
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """Redis's URL; started with deploy/local/redis.sh if absent."""
-    url = configured_redis()
-    if redis_answers(url):
-        yield url
-        return
-    if url != DEFAULT_REDIS_URL:
-        pytest.fail(f"REDIS_URL={url} does not answer; start it or unset the variable")
-    run_script("redis.sh", "start")
-    yield url
-    run_script("redis.sh", "stop")
+    yield from local_service(
+        configured_redis(),
+        DEFAULT_REDIS_URL,
+        redis_answers,
+        "REDIS_URL",
+        start=[("redis.sh", "start")],
+        stop=("redis.sh", "stop"),
+    )
 
 
 @pytest.fixture(scope="session")
