@@ -8,7 +8,7 @@ again later).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -51,6 +51,7 @@ class Gate:
         self._input_name = input_name
         self._owner = owner
         self._fail_open = fail_open
+        self._in_flight: set[str] = set()
 
     def admit(self, records: Sequence[Record], fencing_token: int) -> Admission:
         """Decode ``records`` (dead-lettering bad ones), then gate them on dedup."""
@@ -58,14 +59,22 @@ class Gate:
         return self.gate(valid, fencing_token)
 
     def gate(self, candidates: Sequence[Admitted], fencing_token: int) -> Admission:
-        """Skip ids that are done or repeated, claim the rest; park what is held elsewhere."""
+        """Skip ids that are done or repeated, claim the rest; park what is held elsewhere.
+
+        An id this worker is running already (admitted, not yet settled) is
+        parked too: Redis would renew this worker's own claim and let the copy
+        through, and the done-mark that would stop it is written only later.
+        """
         admission = Admission()
         first: dict[str, Admitted] = {}
         for candidate in candidates:
-            if candidate.request.id in first:
+            request_id = candidate.request.id
+            if request_id in first:
                 admission.skipped.append(candidate.record)
+            elif request_id in self._in_flight:
+                admission.parked.append(candidate)
             else:
-                first[candidate.request.id] = candidate
+                first[request_id] = candidate
         if not first:
             return admission
         try:
@@ -74,26 +83,29 @@ class Gate:
                 [i for i in first if i not in done], self._owner, fencing_token
             )
         except TransientError as exc:
-            if self._fail_open:
-                log.warning(
-                    "redis unavailable; processing without dedup (fail-open)", error=str(exc)
-                )
-                admission.admitted += first.values()
-            else:
+            if not self._fail_open:
                 admission.parked += first.values()
                 admission.redis_down = True
-            return admission
+                return admission
+            log.warning("redis unavailable; processing without dedup (fail-open)", error=str(exc))
+            done, claimed = set(), set(first)
         for request_id, candidate in first.items():
             if request_id in done:
                 admission.skipped.append(candidate.record)
             elif request_id in claimed:
                 admission.admitted.append(candidate)
+                self._in_flight.add(request_id)
             else:
                 admission.parked.append(candidate)
         return admission
 
+    def settled(self, ids: Iterable[str]) -> None:
+        """``ids`` have their result or dead letter acknowledged: no longer in flight."""
+        self._in_flight.difference_update(ids)
+
     def release(self, ids: Sequence[str]) -> None:
         """Give up this worker's claims on ``ids`` (best effort: they expire anyway)."""
+        self._in_flight.difference_update(ids)
         try:
             self._dedup.release(ids, self._owner)
         except TransientError as exc:

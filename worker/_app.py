@@ -25,8 +25,10 @@ from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._dead_letter_guard import DeadLetterGuard
 from torchkafka.worker._dedup import DedupStore
 from torchkafka.worker._errors import StartupError, TransientError
+from torchkafka.worker._health import Health, health_endpoints
 from torchkafka.worker._inference import InferenceWorker
 from torchkafka.worker._loop import WorkerLoop
+from torchkafka.worker._metrics import WorkerMetrics
 from torchkafka.worker._model_loader import load_model, resolve_device
 from torchkafka.worker._model_spec import parse_model_spec
 from torchkafka.worker._processing import parse_postprocess, parse_preprocess
@@ -42,8 +44,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
-    """Load the model, connect, and process until ``stop`` is set (or a fatal error)."""
+def run_worker(config: WorkerConfig, stop: threading.Event, worker_index: int = 0) -> None:
+    """Load the model, connect, and process until ``stop`` is set (or a fatal error).
+
+    The metrics and health endpoints listen, from the start, on
+    ``config.metrics_port + worker_index`` (unless the port is 0).
+    """
+    metrics = WorkerMetrics()
+    health = Health(stop)
+    port = config.metrics_port + worker_index if config.metrics_port else 0
+    with health_endpoints(config.metrics_host, port, health, metrics.registry):
+        _run(config, stop, metrics, health)
+
+
+def _run(
+    config: WorkerConfig, stop: threading.Event, metrics: WorkerMetrics, health: Health
+) -> None:
     me = worker_id()
     structlog.contextvars.bind_contextvars(worker=me)
     device = resolve_device(config.device)
@@ -56,6 +72,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
         processes=config.workers,
     )
     log.info("model loaded", model=loaded.name, version=loaded.version, device=str(device))
+    health.model_loaded()
     _check_topics(config)
     dedup = DedupStore(
         _redis_client(config.redis_url),
@@ -63,6 +80,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
         done_ttl_s=config.dedup_ttl_s,
         claim_ttl_ms=config.claim_ttl_ms,
         retry=RetrySettings(),
+        metrics=metrics,
     )
     try:
         dedup.ping()
@@ -77,7 +95,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
             **config.producer,
         }
     )
-    publisher = Publisher(producer, config.output_topic, config.dead_letter_topic, me)
+    publisher = Publisher(producer, config.output_topic, config.dead_letter_topic, me, metrics)
     inference = InferenceWorker(
         runtime,
         StagingPool(),
@@ -85,6 +103,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
         ModelInfo(loaded.name, loaded.version),
         me,
         config.inference_queue_batches,
+        metrics,
     )
     consumer = Consumer(
         {
@@ -119,6 +138,8 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
         ),
         owner=me,
         poll_batch=config.poll_batch,
+        metrics=metrics,
+        health=health,
     )
     inference.start()
     log.info("consuming", topic=config.input_topic, group=config.group_id)
@@ -130,10 +151,10 @@ def run_worker(config: WorkerConfig, stop: threading.Event) -> None:
     log.info("stopped")
 
 
-def run_in_this_process(config: WorkerConfig) -> int:
+def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:
     """Run one worker until SIGTERM/SIGINT; the process exit code (errors are logged)."""
     try:
-        run_worker(config, stop_on_signals())
+        run_worker(config, stop_on_signals(), worker_index)
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         return 2

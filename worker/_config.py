@@ -64,6 +64,14 @@ class WorkerConfig:
     dead_letter_window: int = _field("messages the ratio is measured over", 1000)
     dead_letter_max_consecutive: int = _field("stop after this many dead letters in a row", 100)
     workers: int = _field("worker processes in this group, started by `run`", 1)
+    metrics_port: int = _field(
+        "port of /metrics, /healthz and /readyz; worker i of --workers uses port+i; 0 disables",
+        9100,
+    )
+    metrics_host: str = _field(
+        "address the metrics server listens on",
+        "0.0.0.0",  # noqa: S104 - probes and scrapers come from outside the host
+    )
     consumer: Mapping[str, str] = _field("librdkafka consumer settings (KEY=VALUE)", factory=dict)
     producer: Mapping[str, str] = _field("librdkafka producer settings (KEY=VALUE)", factory=dict)
 
@@ -71,6 +79,11 @@ class WorkerConfig:
         for name in ("max_batch_size", "inference_queue_batches", "poll_batch", "workers"):
             if getattr(self, name) < 1:
                 raise StartupError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.metrics_port <= 65536 - self.workers:
+            raise StartupError(
+                f"metrics_port must be 0 (off) to {65536 - self.workers} (one port per "
+                f"worker), got {self.metrics_port}"
+            )
         if self.max_wait_ms < 0:
             raise StartupError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.redis_outage not in get_args(RedisOutage):

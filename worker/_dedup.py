@@ -32,6 +32,7 @@ import redis
 from redis import exceptions as rx
 
 from torchkafka.worker._errors import TransientError
+from torchkafka.worker._metrics import RetryKind, WorkerMetrics
 from torchkafka.worker._retry import RetrySettings, retry_policy
 
 T = TypeVar("T")
@@ -127,7 +128,7 @@ class DedupStore:
     ``client`` should have socket timeouts set and its own retries off
     (``retry=Retry(NoBackoff(), 0)``), so that ``retry`` alone decides how long a
     call may take. Nothing is sent before the first call. Safe to share between
-    threads.
+    threads. ``metrics``, if given, counts retries and tracks whether Redis is away.
     """
 
     def __init__(
@@ -137,6 +138,7 @@ class DedupStore:
         done_ttl_s: int,
         claim_ttl_ms: int,
         retry: RetrySettings,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if not namespace:
             raise ValueError("DedupStore needs a namespace")
@@ -147,8 +149,13 @@ class DedupStore:
         self._claim_prefix = f"{namespace}:claim:".encode()
         self._done_ttl_s = done_ttl_s
         self._claim_ttl_ms = claim_ttl_ms
+        self._metrics = metrics
         self._retrying = retry_policy(
-            retry, transient=is_transient, event="redis retry", logger_name=__name__
+            retry,
+            transient=is_transient,
+            event="redis retry",
+            logger_name=__name__,
+            on_retry=None if metrics is None else lambda: metrics.retry(RetryKind.REDIS),
         )
         self._claim = client.register_script(_CLAIM)
         self._mark_done = client.register_script(_MARK_DONE)
@@ -217,11 +224,18 @@ class DedupStore:
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         try:
-            return self._retrying(fn)
+            result = self._retrying(fn)
         except rx.RedisError as error:
             if is_transient(error):
+                self._outage(True)
                 raise TransientError(f"redis {operation} failed: {error!r}") from error
             raise
+        self._outage(False)
+        return result
+
+    def _outage(self, flag: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_outage(flag)
 
 
 def _id_bytes(id_: str) -> bytes:

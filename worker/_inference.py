@@ -20,6 +20,7 @@ import torch
 
 from torchkafka.codecs import Encoder, ModelInfo, Result
 from torchkafka.worker._batcher import Batch, BatchItem, StagingPool
+from torchkafka.worker._metrics import RetryKind, WorkerMetrics
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker._records import Admitted
@@ -42,16 +43,20 @@ class InferenceWorker:
         model: ModelInfo,
         worker_id: str,
         queue_batches: int,
+        metrics: WorkerMetrics,
     ) -> None:
         self._runtime = runtime
         self._pool = pool
         self._publisher = publisher
         self._model = model
         self._worker_id = worker_id
+        self._metrics = metrics
+        self.queue_batches = queue_batches
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_batches)
         self._encoder = Encoder()  # used on the inference thread only
         self._thread = threading.Thread(target=self._run, name="torchkafka-inference", daemon=True)
         self._busy = threading.Event()
+        self._room = threading.Event()  # set whenever the thread takes a batch
         #: Set when the thread died; the polling loop re-raises it.
         self.failure: BaseException | None = None
         #: The largest batch known to fit (lowered after an out-of-memory error).
@@ -68,6 +73,11 @@ class InferenceWorker:
         except queue.Full:
             return False
         return True
+
+    def wait_for_room(self, timeout_s: float) -> None:
+        """Block until the thread takes a queued batch, or ``timeout_s`` passes."""
+        self._room.wait(timeout_s)
+        self._room.clear()
 
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
@@ -90,6 +100,7 @@ class InferenceWorker:
         try:
             while True:
                 batch = self._queue.get()
+                self._room.set()
                 if batch is _STOP:
                     return
                 self._busy.set()
@@ -108,8 +119,8 @@ class InferenceWorker:
             deadline_ms = item.token.request.deadline_ms
             if deadline_ms is not None and deadline_ms < now_ms:
                 late_ms = now_ms - deadline_ms
-                self._publisher.dead_letter(
-                    item.token.record,
+                self._dead_letter(
+                    item.token,
                     WorkerReason.EXPIRED,
                     f"deadline passed {late_ms:.0f} ms before its batch ran",
                 )
@@ -130,27 +141,29 @@ class InferenceWorker:
         except Exception as exc:  # the model's own error: find the inputs that cause it
             self._pool.release(rows)
             if len(batch) == 1:
-                self._publisher.dead_letter(
-                    batch.items[0].token.record, WorkerReason.MODEL_ERROR, repr(exc)
-                )
+                self._dead_letter(batch.items[0].token, WorkerReason.MODEL_ERROR, repr(exc))
             else:
                 self._split(batch, oom=False)
             return
         self._pool.release(rows)
         self._publish(batch, outputs, started, time.monotonic())
 
+    def _dead_letter(self, admitted: Admitted, reason: WorkerReason, error: str) -> None:
+        self._publisher.dead_letter(admitted.record, reason, error, request_id=admitted.request.id)
+
     def _split(self, batch: Batch[Admitted], oom: bool) -> None:
         half = len(batch) // 2
         if oom:
             if len(batch) == 1:
-                self._publisher.dead_letter(
-                    batch.items[0].token.record,
+                self._dead_letter(
+                    batch.items[0].token,
                     WorkerReason.MODEL_ERROR,
                     "CUDA out of memory on one input",
                 )
                 return
             self.batch_limit = min(self.batch_limit or len(batch), half)
             log.warning("out of memory; splitting batches", batch_limit=self.batch_limit)
+        self._metrics.retry(RetryKind.BATCH_SPLIT)
         for part in (batch.items[:half], batch.items[half:]):
             self._run_items(Batch(part, batch.capacity))
 
@@ -158,14 +171,16 @@ class InferenceWorker:
         self, batch: Batch[Admitted], outputs: list[Outputs], started: float, finished: float
     ) -> None:
         infer_ms = (finished - started) * 1000
-        for item, row in zip(batch.items, outputs, strict=True):
+        waits_s = [started - item.enqueued_at for item in batch.items]
+        self._metrics.batch(len(batch), finished - started, waits_s)
+        for item, row, wait_s in zip(batch.items, outputs, waits_s, strict=True):
             record, request = item.token.record, item.token.request
             result = Result(
                 id=request.id,
                 outputs=row,
                 model=self._model,
                 timings_ms={
-                    "queue_ms": (started - item.enqueued_at) * 1000,
+                    "queue_ms": wait_s * 1000,
                     "infer_ms": infer_ms,
                     "total_ms": (finished - record.received_s) * 1000,
                 },

@@ -5,7 +5,7 @@ them to the micro-batcher, hand full or due batches to the inference thread,
 then settle what the broker acknowledged: done-marks in Redis first, then the
 commit watermark. When the inference queue is full, or Redis is away, the
 assigned partitions are paused and polling goes on, so the group never sees a
-stalled member.
+stalled member. Each completed iteration is a heartbeat for the liveness probe.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from torchkafka.worker._batcher import Batch, BatchItem, MicroBatcher
 from torchkafka.worker._dead_letter_guard import DeadLetterGuard
 from torchkafka.worker._dedup import DedupStore
 from torchkafka.worker._errors import TransientError, WorkerError
+from torchkafka.worker._health import Health
 from torchkafka.worker._inference import InferenceWorker
+from torchkafka.worker._metrics import RetryKind, WorkerMetrics
 from torchkafka.worker._publisher import Delivery, Outcome, Publisher
 from torchkafka.worker._records import Admitted, Record, TopicPartitionKey
 from torchkafka.worker._watermark import OffsetTracker
@@ -32,8 +34,14 @@ log = structlog.get_logger(__name__)
 
 #: How long a rebalance or shutdown waits for in-flight batches.
 DRAIN_TIMEOUT_S = 30.0
+#: How long to wait for room in a full inference queue before polling again.
+BACKLOG_WAIT_S = 0.05
+#: A full inference queue for longer than this pauses the partitions.
+PAUSE_AFTER_S = 0.5
 #: How often parked records (ids held elsewhere, or Redis away) are retried.
 PARKED_RETRY_S = 0.5
+#: How often the consumer lag is measured (from the consumer's cached watermarks).
+LAG_INTERVAL_S = 5.0
 
 
 class WorkerLoop:
@@ -51,6 +59,8 @@ class WorkerLoop:
         guard: DeadLetterGuard,
         owner: str,
         poll_batch: int,
+        metrics: WorkerMetrics,
+        health: Health,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
@@ -63,17 +73,21 @@ class WorkerLoop:
         self._guard = guard
         self._owner = owner
         self._poll_batch = poll_batch
+        self._metrics = metrics
+        self._health = health
         self._clock = clock
         self._tracker: OffsetTracker[TopicPartitionKey] = OffsetTracker()
         self._ready: deque[Batch[Admitted]] = deque()
         self._parked: list[Admitted] = []
         self._parked_retry_at = 0.0
         self._unmarked: list[Delivery] = []
+        self._backlogged_since: float | None = None
         self._gate_blocked = False  # Redis was away when the gate last ran
         self._paused = False
         self._epoch = 0
         self._assigned: set[TopicPartitionKey] = set()
         self._committed: dict[TopicPartitionKey, int] = {}
+        self._lag_due = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and leave the group."""
@@ -93,28 +107,47 @@ class WorkerLoop:
     def _step(self) -> None:
         if self._inference.failure is not None:
             raise WorkerError("the inference thread failed") from self._inference.failure
-        messages = self._consumer.consume(self._poll_batch, self._poll_timeout())
+        if self._ready:  # the inference queue is full: wait for room, not for records
+            self._inference.wait_for_room(BACKLOG_WAIT_S)
+        messages = self._consumer.consume(self._intake_limit(), self._poll_timeout())
         now = self._clock()
         records = [Record.from_message(m, now) for m in messages if _usable(m)]
+        self._metrics.consumed(len(records))
         for record in records:
             self._tracker.track(record.partition_key, record.offset)
         if records:
             self._admit(self._gate.admit(records, self._epoch))
         if self._parked and now >= self._parked_retry_at:
             parked, self._parked = self._parked, []
+            self._metrics.retry(RetryKind.PARKED, len(parked))
             self._admit(self._gate.gate(parked, self._epoch))
         self._ready.extend(self._batcher.due(now))
         self._submit_ready()
         self._settle()
         self._pause_or_resume()
+        self._measure_lag(now)
+        self._health.beat()
 
     def _poll_timeout(self) -> float:
+        if self._ready:
+            return 0.0
         deadline = self._batcher.next_deadline()
         if deadline is None:
             return 0.1
         return min(0.1, max(0.0, deadline - self._clock()))
 
+    def _intake_limit(self) -> int:
+        """Records to take now: what fits in the inference queue and one batch more.
+
+        Taking more would only grow a backlog that has to be paused for, and a
+        pause drops the records the consumer had already fetched.
+        """
+        capacity = (self._inference.queue_batches + 1) * self._batcher.max_batch_size
+        backlog = len(self._batcher) + sum(len(batch) for batch in self._ready)
+        return max(1, min(self._poll_batch, capacity - backlog))
+
     def _admit(self, admission: Admission) -> None:
+        self._metrics.dedup_skipped(len(admission.skipped))
         for record in admission.skipped:
             self._tracker.ack(record.partition_key, record.offset)
         now = self._clock()
@@ -138,6 +171,7 @@ class WorkerLoop:
         """Done-mark what the broker acknowledged, ack it, and commit the watermark."""
         deliveries = self._unmarked + self._publisher.completed(timeout_s)
         if deliveries and self._mark_done(deliveries):
+            self._gate.settled(d.request_id for d in deliveries if d.request_id)
             for delivery in deliveries:
                 record = delivery.record
                 self._tracker.ack(record.partition_key, record.offset)
@@ -172,7 +206,15 @@ class WorkerLoop:
 
     def _pause_or_resume(self) -> None:
         redis_away = self._gate_blocked or bool(self._unmarked)
-        blocked = bool(self._ready) or redis_away
+        if self._ready:
+            self._backlogged_since = self._backlogged_since or self._clock()
+        else:
+            self._backlogged_since = None
+        # A short backlog is absorbed by the intake limit; pause only for long batches.
+        stuck = self._backlogged_since is not None and (
+            self._clock() - self._backlogged_since > PAUSE_AFTER_S
+        )
+        blocked = stuck or redis_away
         if blocked != self._paused and self._assigned:
             partitions = _partitions(self._assigned)
             if blocked:
@@ -182,12 +224,27 @@ class WorkerLoop:
                 self._consumer.resume(partitions)
                 log.debug("resumed")
             self._paused = blocked
+            self._metrics.paused(blocked)
+
+    def _measure_lag(self, now: float) -> None:
+        """Every LAG_INTERVAL_S, per partition read from: high watermark minus position."""
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_INTERVAL_S
+        for tp in self._consumer.position(_partitions(self._assigned)):
+            try:  # the watermark as of the last fetch: no broker round trip
+                high = self._consumer.get_watermark_offsets(tp, cached=True)[1]
+            except KafkaException:
+                continue
+            if tp.offset >= 0 and high >= 0:  # both unknown until the first record arrives
+                self._metrics.consumer_lag((tp.topic, tp.partition), high - tp.offset)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._epoch += 1
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned |= keys
         log.info("assigned", partitions=sorted(keys), epoch=self._epoch)
+        self._health.joined()
         if self._paused:
             consumer.pause(partitions)
 
@@ -223,6 +280,7 @@ class WorkerLoop:
         for key in keys:
             self._committed.pop(key, None)
         self._assigned -= keys
+        self._metrics.forget_partitions(keys)
         log.info("revoked", partitions=sorted(keys), committed=commit, dropped=len(dropped))
 
     def _wait_for_in_flight(self) -> None:

@@ -2,7 +2,8 @@
 
 Any thread may publish. Delivery callbacks run on whichever thread serves the
 producer, so they only append to a thread-safe queue; the main loop drains it
-with ``completed()`` and is the only place that acts on acknowledgements.
+with ``completed()`` and is the only place that acts on acknowledgements (and
+counts them: ``Record.received_s`` is on the ``time.monotonic`` clock).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from enum import Enum
 from confluent_kafka import KafkaError, Message, Producer
 
 from torchkafka.codecs import DeadLetterInfo, dead_letter_headers
+from torchkafka.worker._metrics import RetryKind, WorkerMetrics
 from torchkafka.worker._records import Record
 
 
@@ -39,12 +41,18 @@ class Publisher:
     """Produces to the output and dead-letter topics; never drops on a full queue."""
 
     def __init__(
-        self, producer: Producer, output_topic: str, dead_letter_topic: str, worker_id: str
+        self,
+        producer: Producer,
+        output_topic: str,
+        dead_letter_topic: str,
+        worker_id: str,
+        metrics: WorkerMetrics,
     ) -> None:
         self._producer = producer
         self._output_topic = output_topic
         self._dead_letter_topic = dead_letter_topic
         self._worker_id = worker_id
+        self._metrics = metrics
         self._completed: deque[Delivery] = deque()
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
@@ -71,6 +79,7 @@ class Publisher:
             time_ms=int(time.time() * 1000),
         )
         headers = dead_letter_headers(record.headers, info)
+        self._metrics.dead_lettered(reason)
         self._produce(
             self._dead_letter_topic, record, request_id, Outcome.DEAD_LETTER, record.value, headers
         )
@@ -81,6 +90,10 @@ class Publisher:
         done = []
         while self._completed:
             done.append(self._completed.popleft())
+        now = time.monotonic()
+        for delivery in done:
+            if delivery.error is None:
+                self._metrics.delivered(delivery.outcome.value, now - delivery.record.received_s)
         return done
 
     def flush(self, timeout_s: float) -> int:
@@ -109,4 +122,5 @@ class Publisher:
                 return
             except BufferError:
                 # The local queue is full: serve deliveries to make room, then retry.
+                self._metrics.retry(RetryKind.PRODUCE_QUEUE_FULL)
                 self._producer.poll(0.05)

@@ -45,14 +45,15 @@ def retry_policy(
     transient: Callable[[BaseException], bool],
     event: str,
     logger_name: str,
+    on_retry: Callable[[], None] | None = None,
 ) -> tenacity.Retrying:
     """A ``tenacity.Retrying`` that retries errors for which ``transient`` is true.
 
     Each retry logs ``event`` at warning level with ``attempt`` (the one that
-    failed), ``error`` and ``sleep_s``. When attempts or time run out, or on an
-    error that is not transient, the last error is re-raised unchanged. The
-    object may be shared between threads (tenacity keeps per-call state
-    thread-local).
+    failed), ``error`` and ``sleep_s``, then calls ``on_retry`` if given. When
+    attempts or time run out, or on an error that is not transient, the last
+    error is re-raised unchanged. The object may be shared between threads
+    (tenacity keeps per-call state thread-local).
     """
     log = structlog.get_logger(logger_name)
 
@@ -60,6 +61,8 @@ def retry_policy(
         error = state.outcome.exception() if state.outcome else None
         sleep_s = state.next_action.sleep if state.next_action else 0.0
         log.warning(event, attempt=state.attempt_number, error=repr(error), sleep_s=sleep_s)
+        if on_retry is not None:
+            on_retry()
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(transient),

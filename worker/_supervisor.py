@@ -1,4 +1,8 @@
-"""Runs N worker processes of one consumer group and stops them together."""
+"""Runs N worker processes of one consumer group and stops them together.
+
+Worker ``i`` (from 0) serves its metrics and health endpoints on
+``metrics_port + i``.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
     context = multiprocessing.get_context("spawn")  # no forked torch/librdkafka state
     processes = [
         context.Process(
-            target=_child, args=(config, log_format, log_level), name=f"torchkafka-worker-{index}"
+            target=_child,
+            args=(config, index, log_format, log_level),
+            name=f"torchkafka-worker-{index}",
         )
         for index in range(config.workers)
     ]
@@ -58,8 +64,8 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
     return 1 if failed else 0
 
 
-def _child(config: WorkerConfig, log_format: LogFormat, log_level: str) -> None:
+def _child(config: WorkerConfig, index: int, log_format: LogFormat, log_level: str) -> None:
     from torchkafka.worker._app import run_in_this_process
 
     configure_logging(log_format, log_level)
-    raise SystemExit(run_in_this_process(config))
+    raise SystemExit(run_in_this_process(config, index))

@@ -53,6 +53,7 @@ def config_for(topics: Topics, bootstrap: str, redis_url: str, **overrides: obje
         "max_batch_size": 16,
         "max_wait_ms": 20.0,
         "consumer": {"session.timeout.ms": "10000"},
+        "metrics_port": 0,  # no fixed port: test workers may run side by side
         **overrides,
     }
     return WorkerConfig(**settings)  # type: ignore[arg-type]

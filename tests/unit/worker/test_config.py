@@ -53,6 +53,11 @@ def test_missing_settings_are_named_with_their_flags() -> None:
         ({"TORCHKAFKA_MAX_BATCH_SIZE": "lots"}, "max_batch_size: cannot use 'lots'"),
         ({"TORCHKAFKA_MAX_BATCH_SIZE": "0"}, "max_batch_size must be >= 1"),
         ({"TORCHKAFKA_REDIS_OUTAGE": "ignore"}, "redis_outage must be"),
+        ({"TORCHKAFKA_METRICS_PORT": "65536"}, "metrics_port must be 0 .off. to 65535"),
+        (
+            {"TORCHKAFKA_METRICS_PORT": "65535", "TORCHKAFKA_WORKERS": "2"},
+            "metrics_port must be 0 .off. to 65534 .one port per worker.",
+        ),
     ],
 )
 def test_bad_values_are_startup_errors(environ: dict[str, str], message: str) -> None:

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from torchkafka.worker._dedup import DedupStore, is_transient
 from torchkafka.worker._errors import TransientError
+from torchkafka.worker._metrics import WorkerMetrics
 from torchkafka.worker._retry import RetrySettings
 
 
@@ -81,6 +82,16 @@ def test_unreachable_redis_is_retried_then_transient(
         ("redis retry", 2),
     ]
     assert all("ConnectionError" in log["error"] for log in logs)
+
+
+def test_metrics_count_each_retry_and_show_the_outage(unreachable_client: redis.Redis) -> None:
+    metrics = WorkerMetrics()
+    retry = RetrySettings(max_attempts=3, initial_s=0.001, max_s=0.002, max_total_s=2.0)
+    store = DedupStore(unreachable_client, "ns", 60, 1_000, retry, metrics)
+    with pytest.raises(TransientError):
+        store.ping()
+    assert metrics.registry.get_sample_value("torchkafka_retries_total", {"kind": "redis"}) == 2
+    assert metrics.registry.get_sample_value("torchkafka_redis_outage") == 1
 
 
 @pytest.mark.parametrize(

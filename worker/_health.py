@@ -1,0 +1,146 @@
+"""Liveness, readiness and metrics over HTTP, served from daemon threads.
+
+``/metrics``: the worker's registry in the Prometheus (or, if asked for,
+OpenMetrics) text format. ``/healthz``: 200 while the polling loop completes
+iterations, 503 before its first one and when none completed for
+``LIVENESS_TIMEOUT_S``. ``/readyz``: 200 once the model is loaded and the
+consumer has joined its group, 503 before that and once shutdown has begun.
+The loop only stores a timestamp and two flags; requests never touch it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from torchkafka.worker._errors import StartupError
+
+log = structlog.get_logger(__name__)
+
+#: A loop iteration blocks for at most a rebalance's drain (30 s) plus a poll;
+#: twice that without one means the loop is stuck.
+LIVENESS_TIMEOUT_S = 60.0
+_TEXT = "text/plain; charset=utf-8"
+
+
+class Health:
+    """What the probes report; the loop and the composition root update it."""
+
+    def __init__(
+        self,
+        stop: threading.Event,
+        liveness_timeout_s: float = LIVENESS_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stop = stop
+        self._liveness_timeout_s = liveness_timeout_s
+        self._clock = clock
+        self._last_beat: float | None = None
+        self._model_loaded = False
+        self._joined = False
+
+    def beat(self) -> None:
+        """The polling loop completed an iteration."""
+        self._last_beat = self._clock()
+
+    def model_loaded(self) -> None:
+        """The model is loaded and ready to run."""
+        self._model_loaded = True
+
+    def joined(self) -> None:
+        """The consumer got its (possibly empty) first assignment."""
+        self._joined = True
+
+    def liveness(self) -> tuple[bool, str]:
+        """Whether the loop is alive, and why (or why not)."""
+        if self._last_beat is None:
+            return False, "starting: no loop iteration yet"
+        idle_s = self._clock() - self._last_beat
+        if idle_s > self._liveness_timeout_s:
+            return False, f"stalled: no loop iteration for {idle_s:.1f} s"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the worker is ready, and why (or why not)."""
+        if self._stop.is_set():
+            return False, "shutting down"
+        if not self._model_loaded:
+            return False, "loading the model"
+        if not self._joined:
+            return False, "joining the consumer group"
+        return True, "ready"
+
+
+@contextmanager
+def health_endpoints(
+    host: str, port: int, health: Health, registry: CollectorRegistry
+) -> Iterator[None]:
+    """Serve the endpoints on ``host:port`` for the duration (``port`` 0: serve nothing)."""
+    if port == 0:
+        yield
+        return
+    try:
+        server = _Server((host, port), health, registry)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror} "
+            "(choose another --metrics-port, or 0 to disable)"
+        ) from exc
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.1,), name="torchkafka-health", daemon=True
+    )
+    thread.start()
+    log.info("serving /metrics, /healthz and /readyz", address=f"{host}:{port}")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a slow client never holds up shutdown
+
+    def __init__(
+        self, address: tuple[str, int], health: Health, registry: CollectorRegistry
+    ) -> None:
+        self.health = health
+        self.registry = registry
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.partition("?")[0]
+        if path == "/metrics":
+            encode, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._reply(200, encode(self.server.registry), content_type)
+        elif path == "/healthz":
+            self._probe(*self.server.health.liveness())
+        elif path == "/readyz":
+            self._probe(*self.server.health.readiness())
+        else:
+            self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", _TEXT)
+
+    def _probe(self, ok: bool, text: str) -> None:
+        self._reply(200 if ok else 503, f"{text}\n".encode(), _TEXT)
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Stay quiet: probes and scrapes come every few seconds."""
