@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from tqdm import tqdm
 
-from torchkafka.codecs import Encoder, Request, decode_result, read_dead_letter_info
+from torchkafka.codecs import Encoder, decode_result, read_dead_letter_info
 from torchkafka.codecs.testing import MalformedCase, malformed_corpus
 from torchkafka.topology import TopicSpec, admin_client, ensure_topics
+from torchkafka.worker._consuming import ResultStats, format_percentiles, open_reader
+from torchkafka.worker._producing import RequestFactory, Sender
 
 TOPIC_PREFIX = "torchkafka.demo"
 #: Bad inputs the demo sends (from the codecs' corpus), one per kind of failure.
@@ -58,8 +60,7 @@ class DemoReport:
     duplicates_sent: int
     results: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    infer_ms: list[float] = field(default_factory=list)
+    stats: ResultStats = field(default_factory=ResultStats)
     elapsed_s: float = 0.0
 
     @property
@@ -105,6 +106,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
                 "--preprocess", "imagenet", "--postprocess", "topk:5", "--device", "cpu",
                 "--input-topic", topics["requests"], "--output-topic", topics["results"],
                 "--dead-letter-topic", topics["dead-letters"], "--group-id", "torchkafka-demo",
+                "--metrics-port", "0",
                 "--bootstrap", settings.bootstrap, "--redis-url", settings.redis_url,
             ],
             stdout=log_file,
@@ -124,7 +126,12 @@ def _produce_and_verify(settings: DemoSettings, topics: dict[str, str], run_id: 
     malformed = [case for case in malformed_corpus() if case.name in DEMO_MALFORMED]
     duplicates = max(1, settings.count // 100)
     report = DemoReport(settings.count, len(malformed), duplicates)
-    reader = _reader(settings.bootstrap, [topics["results"], topics["dead-letters"]], run_id)
+    reader = open_reader(
+        settings.bootstrap,
+        [topics["results"], topics["dead-letters"]],
+        f"torchkafka-demo-reader-{run_id}",
+        from_beginning=False,  # joined before anything is produced
+    )
     started = time.monotonic()
     _produce(settings, topics["requests"], run_id, malformed, duplicates)
     bar = tqdm(total=settings.count, desc="results", unit="msg")
@@ -150,8 +157,7 @@ def _produce_and_verify(settings: DemoSettings, topics: dict[str, str], run_id: 
                 if result.id not in report.results:
                     bar.update(1)
                 report.results[result.id] += 1
-                report.latencies_ms.append(time.time() * 1000 - result.meta["sent_ms"])
-                report.infer_ms.append(result.timings_ms["infer_ms"])
+                report.stats.add(result, time.monotonic(), time.time() * 1000)
         time.sleep(2)  # a duplicate result, if there were one, would arrive by now
         for message in reader.consume(500, timeout=1.0):
             if message.error() is None and message.topic() == topics["results"]:
@@ -165,22 +171,6 @@ def _produce_and_verify(settings: DemoSettings, topics: dict[str, str], run_id: 
     return report
 
 
-def _reader(bootstrap: str, topics: list[str], run_id: str) -> Consumer:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"torchkafka-demo-reader-{run_id}",
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe(topics)
-    deadline = time.monotonic() + 30
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.consume(1, timeout=0.2)  # join the group before anything is produced
-    return consumer
-
-
 def _produce(
     settings: DemoSettings,
     topic: str,
@@ -188,38 +178,25 @@ def _produce(
     malformed: list[MalformedCase],
     duplicates: int,
 ) -> None:
-    producer = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 5})
+    sender = Sender(Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 5}), topic)
     encoder = Encoder()
     generator = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, settings.shape, dtype=torch.uint8, generator=generator)
+    factory = RequestFactory(run_id, [image])
     total = settings.count + duplicates + len(malformed)
     with tqdm(total=total, desc="requests", unit="msg") as bar:
         for index in list(range(settings.count)) + list(range(duplicates)):
-            request_id = f"{run_id}-{index}"
-            meta = {"sent_ms": time.time() * 1000}
-            value = encoder.request(Request(id=request_id, inputs={"x": image}, meta=meta))
-            _send(producer, topic, request_id.encode(), value)
+            request = factory(index)
+            sender.send(request.id.encode(), encoder.request(request))
             bar.update(1)
         for index, case in enumerate(malformed):
-            _send(producer, topic, f"{run_id}-bad-{index}".encode(), case.data)
+            sender.send(f"{run_id}-bad-{index}".encode(), case.data)
             bar.update(1)
-        producer.flush(30)
-
-
-def _send(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, key=key, value=value)
-            producer.poll(0)
-            return
-        except BufferError:
-            producer.poll(0.1)
+        sender.flush(30)
 
 
 def print_report(report: DemoReport) -> None:
     """The summary table."""
-    latencies = sorted(report.latencies_ms) or [0.0]
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     rate = len(report.results) / report.elapsed_s if report.elapsed_s else 0.0
     reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.dead_letter_reasons.items()))
     print()
@@ -233,11 +210,9 @@ def print_report(report: DemoReport) -> None:
     )
     print(f"  dead letters             {sum(report.dead_letter_reasons.values())} ({reasons})")
     print(f"  throughput               {rate:.0f} results/s over {report.elapsed_s:.1f} s")
-    print(
-        f"  end-to-end latency (ms)  p50 {quantiles[49]:.0f}  p95 {quantiles[94]:.0f}  "
-        f"p99 {quantiles[98]:.0f}"
-    )
-    if report.infer_ms:
-        print(f"  model time per batch     mean {statistics.fmean(report.infer_ms):.1f} ms")
+    print(f"  end-to-end latency (ms)  {format_percentiles(report.stats.end_to_end_ms, 0)}")
+    infer_ms = report.stats.timings_ms.get("infer_ms")
+    if infer_ms:
+        print(f"  model time per batch     mean {statistics.fmean(infer_ms):.1f} ms")
     verdict = "OK: exactly one result per input, bad inputs dead-lettered"
     print(f"  verdict                  {verdict if report.ok else 'FAILED'}")

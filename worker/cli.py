@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from importlib.metadata import version
@@ -32,6 +33,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -109,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--partitions", type=_positive, default=4, help="input/output partitions")
     topics.add_argument("--replication-factor", type=_positive, default=1)
 
+    _add_produce(commands)
+    _add_consume(commands)
+
     demo = commands.add_parser(
         "demo",
         help="the whole job on local Kafka and Redis, verified (what `make run` runs)",
@@ -128,6 +139,97 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    produce = commands.add_parser(
+        "produce",
+        help="send synthetic tensors or a folder of images as requests",
+        description="Send --count requests to --topic: one random tensor (--shape, --dtype) "
+        "in every request, or the JPEG/PNG files of --images DIR, cycled. Ids are "
+        "PREFIX-0, PREFIX-1, ... (the key is the id); meta carries sent_ms, which "
+        "`consume` turns into end-to-end latency. A full local queue is waited out, never "
+        "dropped. Prints a one-line summary; exits 1 if any delivery failed.",
+    )
+    produce.add_argument("--topic", required=True, help="input topic")
+    produce.add_argument(
+        "--bootstrap",
+        default=kafka_bootstrap(),
+        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
+    )
+    produce.add_argument(
+        "--count", type=_positive, default=1000, help="requests to send (default: %(default)s)"
+    )
+    source = produce.add_mutually_exclusive_group()
+    source.add_argument(
+        "--shape",
+        type=_shape,
+        default="3,224,224",
+        help="synthetic tensor shape (default: %(default)s)",
+    )
+    source.add_argument(
+        "--images", type=Path, metavar="DIR", help="send the .jpg/.jpeg/.png files in DIR"
+    )
+    produce.add_argument(
+        "--dtype",
+        default="uint8",
+        help="synthetic tensor dtype, a wire dtype such as float32 (default: %(default)s)",
+    )
+    produce.add_argument(
+        "--rate", type=_positive_float, help="messages per second (default: as fast as possible)"
+    )
+    produce.add_argument("--id-prefix", help="request ids are PREFIX-N (default: a random run id)")
+    produce.add_argument(
+        "--deadline-ms",
+        type=_positive,
+        help="give each request a deadline this many ms after it is sent (default: none)",
+    )
+    produce.add_argument(
+        "--input-name", default="x", help="name of the request's input (default: %(default)s)"
+    )
+
+
+def _add_consume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    consume = commands.add_parser(
+        "consume",
+        help="read and print results, then throughput and latency",
+        description="Read results from --topic and print each as a table row or a JSON "
+        "line (id, outputs: top-k indices and probabilities or output shapes, model, "
+        "timings). Stop after --count results, after --timeout seconds without a new "
+        "message, or on Ctrl-C, then print a summary: count, throughput, percentiles of "
+        "the worker's total_ms and, for requests sent by `produce`, end-to-end latency "
+        "(on stderr with --format json). Messages that are not results are counted and "
+        "skipped. Exits 1 if fewer than --count results arrived.",
+    )
+    consume.add_argument("--topic", required=True, help="result topic")
+    consume.add_argument(
+        "--bootstrap",
+        default=kafka_bootstrap(),
+        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
+    )
+    consume.add_argument(
+        "--group-id", help="consumer group (default: a new one; offsets are never committed)"
+    )
+    consume.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read what is already in the topic (default: only results that arrive now)",
+    )
+    consume.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="one table row or one JSON line per result (default: %(default)s)",
+    )
+    consume.add_argument(
+        "--count", type=_positive, help="stop after this many results (default: no limit)"
+    )
+    consume.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="stop after this many seconds without a new message (default: %(default)s)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``torchkafka`` console script."""
     parser = build_parser()
@@ -137,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(parser, args)
     if args.command == "topics":
         return _topics(args)
+    if args.command == "produce":
+        return _produce(parser, args)
+    if args.command == "consume":
+        return _consume(args)
     if args.command == "demo":
         return _demo(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
@@ -172,6 +278,42 @@ def _topics(args: argparse.Namespace) -> int:
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name}: {state}")
     return 0
+
+
+def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from torchkafka.worker._producing import ProduceSettings, run_produce
+
+    settings = ProduceSettings(
+        bootstrap=args.bootstrap,
+        topic=args.topic,
+        count=args.count,
+        id_prefix=args.id_prefix or uuid.uuid4().hex[:8],
+        shape=tuple(args.shape),
+        dtype=args.dtype,
+        images=args.images,
+        rate=args.rate,
+        deadline_ms=args.deadline_ms,
+        input_name=args.input_name,
+    )
+    try:
+        return run_produce(settings)
+    except StartupError as exc:
+        parser.error(str(exc))
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from torchkafka.worker._consuming import ConsumeSettings, run_consume
+
+    settings = ConsumeSettings(
+        bootstrap=args.bootstrap,
+        topic=args.topic,
+        group_id=args.group_id or f"torchkafka-consume-{uuid.uuid4().hex[:8]}",
+        from_beginning=args.from_beginning,
+        output_format=args.format,
+        count=args.count,
+        idle_timeout_s=args.timeout,
+    )
+    return run_consume(settings)
 
 
 def _demo(args: argparse.Namespace) -> int:
