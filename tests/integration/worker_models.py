@@ -1,5 +1,7 @@
 """Models for the worker's integration tests (loaded through python:MODULE:FACTORY)."""
 
+import time
+
 import torch
 from torch import nn
 
@@ -26,3 +28,21 @@ class PoisonSensitiveLinear(nn.Module):
 
 def poison_sensitive_linear() -> nn.Module:
     return PoisonSensitiveLinear()
+
+
+#: How long SlowLinear sleeps per batch: a stream of a few hundred requests then
+#: takes seconds, long enough to stop a worker or Redis in the middle of it.
+SLOW_BATCH_S = 0.02
+
+
+class SlowLinear(PoisonSensitiveLinear):
+    """The same linear layer, without the poison check, taking SLOW_BATCH_S per batch."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        time.sleep(SLOW_BATCH_S)
+        output: torch.Tensor = self.linear(batch)
+        return output
+
+
+def slow_linear() -> nn.Module:
+    return SlowLinear()

@@ -1,0 +1,485 @@
+"""The worker under faults: Redis restarted mid-stream, SIGTERM mid-stream, two workers.
+
+Each test has its own topics and consumer group and checks the delivery
+promise of docs/worker.md: every request id gets exactly one result, the
+committed offsets reach the end of the input, and nothing is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import torch
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+from structlog.testing import capture_logs
+
+from torchkafka.codecs import decode_result
+
+from .test_worker import (
+    RunningWorker,
+    Topics,
+    committed_equals_end,
+    config_for,
+    produce,
+    request_value,
+)
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy" / "local"
+SLOW_MODEL = "python:tests.integration.worker_models:slow_linear"
+PARTITIONS = 4
+#: After the expected results are in, how long to keep reading for an extra one.
+SETTLE_S = 2.0
+#: How long Redis stays away: longer than the worker's retries of one call.
+OUTAGE_S = 4.0
+
+
+@pytest.fixture
+def topics(new_topic: Callable[..., str], kafka_admin: AdminClient) -> Topics:
+    """New topics, once the broker lists them (a worker checks that at start-up)."""
+    created = Topics(new_topic)
+    names = {created.input, created.output, created.dead_letters}
+    wait_until(
+        lambda: names <= set(kafka_admin.list_topics(timeout=10).topics), 30, "the new topics"
+    )
+    return created
+
+
+def requests(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` (key, value) requests with ids PREFIX-0, PREFIX-1, ..."""
+    return [
+        (f"{prefix}-{i}".encode(), request_value(f"{prefix}-{i}", torch.full((4,), float(i))))
+        for i in range(count)
+    ]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` every 0.2 s; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.2)
+
+
+class TopicReader:
+    """Reads a whole topic from its beginning, without joining a group, and keeps it."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",  # never joined or committed
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.messages: list[Message] = []
+
+    def poll(self, duration_s: float = 0.2) -> list[Message]:
+        """Read what arrives within ``duration_s``; everything read so far."""
+        deadline = time.monotonic() + duration_s
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            self.messages += [
+                m for m in self._consumer.consume(500, timeout=timeout) if m.error() is None
+            ]
+            if timeout == 0.0:
+                return self.messages
+
+    def wait_for(self, count: int, timeout_s: float) -> list[Message]:
+        """Read until ``count`` messages (failing after ``timeout_s``), then SETTLE_S more."""
+        wait_until(lambda: len(self.poll()) >= count, timeout_s, f"{count} messages")
+        return self.poll(SETTLE_S)
+
+    def ids(self) -> Counter[str]:
+        """How many results were read per request id."""
+        return Counter(decode_result(m.value() or b"").id for m in self.messages)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@pytest.fixture
+def open_reader(kafka_bootstrap: str) -> Iterator[Callable[..., TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def open_(topic: str, partitions: int = PARTITIONS) -> TopicReader:
+        readers.append(TopicReader(kafka_bootstrap, topic, partitions))
+        return readers[-1]
+
+    yield open_
+    for reader in readers:
+        reader.close()
+
+
+def assert_no_dead_letters(reader: TopicReader) -> None:
+    dead = reader.poll(0.5)
+    assert not dead, f"{len(dead)} dead letters, e.g. {dead[0].headers()}"
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` committed on ``topic`` (negative: none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        wanted = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
+    finally:
+        consumer.close()
+
+
+# --- Redis outage ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of this test only (deploy/local/redis.sh on its own port and folder)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._env = {**os.environ, "REDIS_PORT": str(self.port), "TORCHKAFKA_RUN_DIR": str(run_dir)}
+
+    def _script(self, *args: str) -> None:
+        done = subprocess.run(
+            [str(DEPLOY / "redis.sh"), *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"redis.sh {' '.join(args)}: {done.stdout}{done.stderr}"
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self, clean: bool = False) -> None:
+        self._script("stop", *(["--clean"] if clean else []))
+
+    def done_ids(self) -> set[str]:
+        """The request ids with a done-mark (keys ``...:done:ID``)."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            keys = client.scan_iter(match="*:done:*", count=1000)
+            return {key.rsplit(b":done:", 1)[1].decode() for key in keys}
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "run")
+    server.start()
+    yield server
+    server.stop(clean=True)
+
+
+def answered_after(messages: list[Message], wall_time_s: float) -> set[str]:
+    """The ids of the results among ``messages`` produced after ``wall_time_s``."""
+    return {
+        decode_result(m.value() or b"").id
+        for m in messages
+        if m.timestamp()[1] > wall_time_s * 1000
+    }
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["while-idle", "while-busy"])
+def test_redis_stopped_mid_stream_and_restarted_loses_and_repeats_nothing(
+    kafka_bootstrap: str,
+    topics: Topics,
+    private_redis: PrivateRedis,
+    open_reader: Callable[..., TopicReader],
+    busy: bool,
+) -> None:
+    """The worker pauses while Redis is away and then finishes, each id answered once.
+
+    Idle: the records that arrive wait at the dedup gate. Busy: records claimed
+    before the outage are answered during it, and their done-marks (so their
+    commits) wait for Redis to come back.
+    """
+    before = requests("before", 1000 if busy else 100)
+    during = requests("during", 100)
+    config = config_for(
+        topics,
+        kafka_bootstrap,
+        private_redis.url,
+        model=SLOW_MODEL,
+        max_batch_size=8,
+        max_wait_ms=5.0,
+        # Busy: about 400 records claimed and queued for the model when Redis stops.
+        inference_queue_batches=50 if busy else 2,
+        metrics_port=0,
+        consumer={},  # the default session timeout: this machine may be loaded
+    )
+    results = open_reader(topics.output)
+    with capture_logs() as logs:
+        worker = RunningWorker(config)
+        try:
+            produce(kafka_bootstrap, topics.input, before)
+            if busy:
+                wait_until(lambda: len(results.poll()) >= 40, 90, "the first results")
+            else:
+                results.wait_for(len(before), timeout_s=90)
+                wait_until(
+                    lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
+                    30,
+                    "the first commits",
+                )
+            private_redis.stop()
+            stopped_at, logs_at_stop = time.time(), len(logs)
+            produce(kafka_bootstrap, topics.input, during)
+            results.poll(OUTAGE_S)
+
+            assert worker.thread.is_alive(), f"the worker stopped: {worker.error!r}"
+            outage = answered_after(results.messages, stopped_at)
+            assert not {i for i in outage if i.startswith("during-")}, "ran without dedup"
+            if busy:
+                assert outage, "no result was published during the outage"
+            else:
+                assert not outage, "a result was published during the outage"
+            retries = [e for e in logs[logs_at_stop:] if e["event"] == "redis retry"]
+            assert retries, "no redis retry was logged during the outage"
+
+            private_redis.start()  # empty: the done-marks written before the outage are gone
+            results.wait_for(len(before) + len(during), timeout_s=90)
+            wait_until(
+                lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
+                30,
+                "the commits to reach the end of the input",
+            )
+        finally:
+            worker.close()
+
+    expected = Counter(key.decode() for key, _ in before + during)
+    assert results.ids() == expected  # each id exactly once, across the outage
+    # Marks of results published during and after the outage are in the new Redis.
+    assert answered_after(results.messages, stopped_at) <= private_redis.done_ids()
+    assert_no_dead_letters(open_reader(topics.dead_letters, 1))
+
+
+# --- worker processes -----------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """``torchkafka run`` as a child process (its own session), JSON logs to a file."""
+
+    def __init__(self, log_path: Path, args: list[str]) -> None:
+        self.log_path = log_path
+        command = [sys.executable, "-m", "torchkafka.worker.cli", "--log-format", "json", "run"]
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        with log_path.open("w") as log_file:
+            self.process = subprocess.Popen(
+                [*command, *args],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": path},  # the models of tests/integration
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # teardown can kill its whole process group
+            )
+
+    def terminate_and_wait(self, timeout_s: float) -> int:
+        """SIGTERM, then its exit code (failing if it takes longer than ``timeout_s``)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within {timeout_s} s of SIGTERM\n{self.log_tail()}")
+
+    def assert_running(self) -> None:
+        assert self.process.poll() is None, f"worker exited early\n{self.log_tail()}"
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log events called ``name``."""
+        found = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == name:
+                found.append(event)
+        return found
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL its process group (it and any workers it started), if still there."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.fixture
+def spawn_worker(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str, topics: Topics
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts ``torchkafka run`` processes on ``topics``; kills leftovers at teardown."""
+    started: list[WorkerProcess] = []
+
+    def spawn(group: str, *extra: str) -> WorkerProcess:
+        args = [
+            "--model", SLOW_MODEL, "--device", "cpu", "--group-id", group,
+            "--input-topic", topics.input, "--output-topic", topics.output,
+            "--dead-letter-topic", topics.dead_letters,
+            "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,
+            "--max-batch-size", "8", "--max-wait-ms", "5",
+            "--metrics-port", "0", "--dedup-ttl-s", "3600", *extra,
+        ]  # fmt: skip
+        started.append(WorkerProcess(tmp_path / f"worker-{len(started)}.log", args))
+        return started[-1]
+
+    yield spawn
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.kill()
+
+
+def test_sigterm_mid_stream_loses_nothing_and_a_restarted_worker_finishes(
+    kafka_bootstrap: str,
+    topics: Topics,
+    spawn_worker: Callable[..., WorkerProcess],
+    open_reader: Callable[..., TopicReader],
+) -> None:
+    """A worker process drains and exits 0 on SIGTERM; a second one answers the rest."""
+    stream = requests("req", 2000)
+    group = f"tk-test-{uuid.uuid4().hex[:8]}"
+    results = open_reader(topics.output)
+    produce(kafka_bootstrap, topics.input, stream)
+
+    first = spawn_worker(group)
+    wait_until(lambda: len(results.poll()) >= 100, 90, "the first worker's results")
+    first.assert_running()
+    assert first.terminate_and_wait(60) == 0, first.log_tail()
+    answered = results.poll(SETTLE_S).copy()
+    ids = results.ids()
+    assert 0 < len(answered) < len(stream), "SIGTERM did not land mid-stream"
+    assert max(ids.values()) == 1, f"duplicates: {[i for i, n in ids.items() if n > 1]}"
+    # The drain committed exactly what it answered: no more (loss), no less (redo).
+    committed = committed_offsets(kafka_bootstrap, group, topics.input)
+    assert sum(max(0, offset) for offset in committed.values()) == len(answered)
+
+    second = spawn_worker(group)
+    results.wait_for(len(stream), timeout_s=90)
+    wait_until(
+        lambda: committed_equals_end(kafka_bootstrap, group, topics.input, 4),
+        30,
+        "the commits to reach the end of the input",
+    )
+    assert second.terminate_and_wait(60) == 0, second.log_tail()
+
+    assert results.ids() == Counter(key.decode() for key, _ in stream)
+    assert_no_dead_letters(open_reader(topics.dead_letters, 1))
+
+
+def assignments(admin: AdminClient, group: str, topic: str) -> list[set[int]]:
+    """The partitions of ``topic`` each member of ``group`` holds; [] if it is not stable."""
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    if description.state.name != "STABLE":
+        return []
+    return [
+        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == topic}
+        for member in description.members
+    ]
+
+
+def test_two_workers_of_one_group_answer_every_id_once_and_stop_cleanly(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    topics: Topics,
+    spawn_worker: Callable[..., WorkerProcess],
+    open_reader: Callable[..., TopicReader],
+) -> None:
+    """`run --workers 2` shares the partitions, answers each id once, stops on SIGTERM."""
+    group = f"tk-test-{uuid.uuid4().hex[:8]}"
+    supervisor = spawn_worker(group, "--workers", "2")  # `run --workers 2`: the supervisor
+    wait_until(
+        lambda: sorted(map(len, assignments(kafka_admin, group, topics.input))) == [2, 2],
+        90,
+        "two workers holding two partitions each",
+    )
+    stream = requests("req", 400)
+    results = open_reader(topics.output)
+    produce(kafka_bootstrap, topics.input, stream)
+
+    results.wait_for(len(stream), timeout_s=60)
+    wait_until(
+        lambda: committed_equals_end(kafka_bootstrap, group, topics.input, 4),
+        30,
+        "the commits to reach the end of the input",
+    )
+    supervisor.assert_running()
+    assert supervisor.terminate_and_wait(60) == 0, supervisor.log_tail()
+
+    assert results.ids() == Counter(key.decode() for key, _ in stream)
+    workers = {decode_result(m.value() or b"").worker for m in results.messages}
+    assert len(workers) == 2, f"results came from {workers}"
+    # The supervisor exits 0 only if every worker did; each one also drained and stopped.
+    assert {event["worker"] for event in supervisor.events("stopped")} == workers
+    assert_no_dead_letters(open_reader(topics.dead_letters, 1))
+
+
+# --- re-submitted ids -----------------------------------------------------------------------
+
+
+def test_an_id_resubmitted_while_its_first_copy_is_in_flight_gets_one_result(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: Topics,
+    open_reader: Callable[..., TopicReader],
+) -> None:
+    """A copy polled while the worker still runs the first one waits, then is skipped."""
+    stream = requests("req", 1000)
+    config = config_for(
+        topics,
+        kafka_bootstrap,
+        redis_url,
+        model=SLOW_MODEL,
+        max_batch_size=8,
+        inference_queue_batches=100,  # the whole stream queued: polling never pauses
+        metrics_port=0,
+    )
+    results = open_reader(topics.output)
+    worker = RunningWorker(config)
+    try:
+        produce(kafka_bootstrap, topics.input, stream)
+        wait_until(lambda: len(results.poll()) >= 8, 90, "the first results")
+        in_flight = len(stream) - len(results.poll(0))
+        produce(kafka_bootstrap, topics.input, stream)  # the same ids again
+        results.wait_for(len(stream), timeout_s=90)
+        wait_until(
+            lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
+            30,
+            "the commits to reach the end of the input",
+        )
+        results.poll(SETTLE_S)
+    finally:
+        worker.close()
+
+    assert in_flight > 0
+    twice = sorted(i for i, n in results.ids().items() if n > 1)
+    assert not twice, f"{len(twice)} of {in_flight} ids in flight got a second result: {twice[:5]}"
+    assert results.ids() == Counter(key.decode() for key, _ in stream)
+    assert_no_dead_letters(open_reader(topics.dead_letters, 1))
