@@ -77,6 +77,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, help=help_text)
 
 
+def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default=kafka_bootstrap(),
+        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create the topics a worker needs (those that exist are left as they are).",
     )
     topics.add_argument("action", choices=["create"])
-    topics.add_argument("--bootstrap", default=kafka_bootstrap(), help="Kafka bootstrap servers")
+    _add_bootstrap(topics)
     topics.add_argument("--input-topic", required=True)
     topics.add_argument("--output-topic", required=True)
     topics.add_argument("--dead-letter-topic", required=True)
@@ -128,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and dead letters back, verify exactly one result per input, print a summary and "
         "stop the workers. Needs Kafka and Redis running (`make up`). Exits 1 on a mismatch.",
     )
-    demo.add_argument("--bootstrap", default=kafka_bootstrap(), help="Kafka bootstrap servers")
+    _add_bootstrap(demo)
     demo.add_argument("--redis-url", default=redis_url(), help="Redis for dedup")
     demo.add_argument("--count", type=_positive, default=3000, help="inputs to send")
     demo.add_argument("--workers", type=_positive, default=2, help="worker processes")
@@ -150,11 +158,7 @@ def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "dropped. Prints a one-line summary; exits 1 if any delivery failed.",
     )
     produce.add_argument("--topic", required=True, help="input topic")
-    produce.add_argument(
-        "--bootstrap",
-        default=kafka_bootstrap(),
-        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
-    )
+    _add_bootstrap(produce)
     produce.add_argument(
         "--count", type=_positive, default=1000, help="requests to send (default: %(default)s)"
     )
@@ -200,11 +204,7 @@ def _add_consume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "skipped. Exits 1 if fewer than --count results arrived.",
     )
     consume.add_argument("--topic", required=True, help="result topic")
-    consume.add_argument(
-        "--bootstrap",
-        default=kafka_bootstrap(),
-        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
-    )
+    _add_bootstrap(consume)
     consume.add_argument(
         "--group-id", help="consumer group (default: a new one; offsets are never committed)"
     )

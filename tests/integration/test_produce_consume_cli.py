@@ -8,15 +8,15 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from confluent_kafka import Consumer, Message, Producer
 from PIL import Image
 
 from torchkafka.codecs import EncodedImage, ModelInfo, Result, decode_request, encode_result
+
+from .test_worker import produce, read
 
 
 def run_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -27,33 +27,6 @@ def run_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[s
         timeout=timeout_s,
         check=False,
     )
-
-
-def read(bootstrap: str, topic: str, expect: int, timeout_s: float = 30.0) -> list[Message]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(messages) < expect and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(100, timeout=0.5) if m.error() is None]
-    finally:
-        consumer.close()
-    return messages
-
-
-def produce_values(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key, value in values:
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(30) == 0
 
 
 def test_produce_sends_count_synthetic_requests_keyed_by_id_at_a_rate(
@@ -147,7 +120,7 @@ def test_consume_prints_one_json_line_per_result_and_counts_undecodable_ones(
     sent_ms = time.time() * 1000 - 50
     values = [(b"junk", b"not a result")]
     values += [(f"res-{n}".encode(), result_value(f"res-{n}", sent_ms)) for n in range(12)]
-    produce_values(kafka_bootstrap, topic, values)
+    produce(kafka_bootstrap, topic, values)
     proc = run_cli(
         "consume", "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
         "--count", "12", "--format", "json", "--timeout", "30",
@@ -171,7 +144,7 @@ def test_consume_prints_a_table_and_exits_1_when_too_few_results_arrive(
     topic = new_topic()
     sent_ms = time.time() * 1000
     values = [(f"t-{n}".encode(), result_value(f"t-{n}", sent_ms)) for n in range(3)]
-    produce_values(kafka_bootstrap, topic, values)
+    produce(kafka_bootstrap, topic, values)
     proc = run_cli(
         "consume", "--bootstrap", kafka_bootstrap, "--topic", topic, "--from-beginning",
         "--count", "5", "--timeout", "3",
