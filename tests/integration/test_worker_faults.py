@@ -1,4 +1,5 @@
-"""The worker under faults: Redis restarted mid-stream, SIGTERM mid-stream, two workers.
+"""The worker under faults: Redis restarted mid-stream, SIGTERM mid-stream, two workers,
+and ids re-submitted while their first copy is still being processed.
 
 Each test has its own topics and consumer group and checks the delivery
 promise of docs/worker.md: every request id gets exactly one result, the
@@ -68,11 +69,17 @@ def requests(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 0.2 s; fail with ``what`` after ``timeout_s``."""
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    details: Callable[[], str] = str,
+) -> None:
+    """Poll ``condition`` every 0.2 s; fail with ``what`` and ``details()`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{details()}")
         time.sleep(0.2)
 
 
@@ -103,9 +110,16 @@ class TopicReader:
             if timeout == 0.0:
                 return self.messages
 
-    def wait_for(self, count: int, timeout_s: float) -> list[Message]:
+    def wait_for(
+        self, count: int, timeout_s: float, details: Callable[[], str] = str
+    ) -> list[Message]:
         """Read until ``count`` messages (failing after ``timeout_s``), then SETTLE_S more."""
-        wait_until(lambda: len(self.poll()) >= count, timeout_s, f"{count} messages")
+        wait_until(
+            lambda: len(self.poll()) >= count,
+            timeout_s,
+            f"{count} messages",
+            lambda: f"{len(self.messages)} read\n{details()}",
+        )
         return self.poll(SETTLE_S)
 
     def ids(self) -> Counter[str]:
@@ -370,7 +384,7 @@ def test_sigterm_mid_stream_loses_nothing_and_a_restarted_worker_finishes(
     produce(kafka_bootstrap, topics.input, stream)
 
     first = spawn_worker(group)
-    wait_until(lambda: len(results.poll()) >= 100, 90, "the first worker's results")
+    wait_until(lambda: len(results.poll()) >= 100, 90, "the first results", first.log_tail)
     first.assert_running()
     assert first.terminate_and_wait(60) == 0, first.log_tail()
     answered = results.poll(SETTLE_S).copy()
@@ -382,11 +396,12 @@ def test_sigterm_mid_stream_loses_nothing_and_a_restarted_worker_finishes(
     assert sum(max(0, offset) for offset in committed.values()) == len(answered)
 
     second = spawn_worker(group)
-    results.wait_for(len(stream), timeout_s=90)
+    results.wait_for(len(stream), timeout_s=90, details=second.log_tail)
     wait_until(
         lambda: committed_equals_end(kafka_bootstrap, group, topics.input, 4),
         30,
         "the commits to reach the end of the input",
+        second.log_tail,
     )
     assert second.terminate_and_wait(60) == 0, second.log_tail()
 
@@ -419,16 +434,18 @@ def test_two_workers_of_one_group_answer_every_id_once_and_stop_cleanly(
         lambda: sorted(map(len, assignments(kafka_admin, group, topics.input))) == [2, 2],
         90,
         "two workers holding two partitions each",
+        supervisor.log_tail,
     )
     stream = requests("req", 400)
     results = open_reader(topics.output)
     produce(kafka_bootstrap, topics.input, stream)
 
-    results.wait_for(len(stream), timeout_s=60)
+    results.wait_for(len(stream), timeout_s=60, details=supervisor.log_tail)
     wait_until(
         lambda: committed_equals_end(kafka_bootstrap, group, topics.input, 4),
         30,
         "the commits to reach the end of the input",
+        supervisor.log_tail,
     )
     supervisor.assert_running()
     assert supervisor.terminate_and_wait(60) == 0, supervisor.log_tail()
@@ -458,15 +475,16 @@ def test_an_id_resubmitted_while_its_first_copy_is_in_flight_gets_one_result(
         redis_url,
         model=SLOW_MODEL,
         max_batch_size=8,
-        inference_queue_batches=100,  # the whole stream queued: polling never pauses
+        inference_queue_batches=100,  # most of the stream claimed and queued at once
         metrics_port=0,
+        consumer={},
     )
     results = open_reader(topics.output)
     worker = RunningWorker(config)
     try:
         produce(kafka_bootstrap, topics.input, stream)
         wait_until(lambda: len(results.poll()) >= 8, 90, "the first results")
-        in_flight = len(stream) - len(results.poll(0))
+        unanswered = len(stream) - len(results.poll(0))
         produce(kafka_bootstrap, topics.input, stream)  # the same ids again
         results.wait_for(len(stream), timeout_s=90)
         wait_until(
@@ -478,8 +496,8 @@ def test_an_id_resubmitted_while_its_first_copy_is_in_flight_gets_one_result(
     finally:
         worker.close()
 
-    assert in_flight > 0
+    assert unanswered > 0, "the copies came after every first copy was answered"
     twice = sorted(i for i, n in results.ids().items() if n > 1)
-    assert not twice, f"{len(twice)} of {in_flight} ids in flight got a second result: {twice[:5]}"
+    assert not twice, f"{len(twice)} of {unanswered} ids got a second result: {twice[:5]}"
     assert results.ids() == Counter(key.decode() for key, _ in stream)
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
