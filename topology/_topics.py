@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +34,8 @@ def ensure_topics(
     """Create the topics that do not exist yet; returns the names created.
 
     Existing topics are left as they are (their partitions and configs are
-    not compared yet).
+    not compared yet). Returns once the broker's metadata lists every topic,
+    so a worker started right after finds them.
     """
     if not specs:
         return []
@@ -58,7 +60,24 @@ def ensure_topics(
                 raise TopologyError(f"cannot create topic {name!r}: {exc.args[0].str()}") from exc
         else:
             created.append(name)
+    _wait_until_listed(admin, [spec.name for spec in specs], timeout_s)
     return created
+
+
+def _wait_until_listed(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Block until the broker's metadata lists ``names`` (it can lag the create call)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            listed = admin.list_topics(timeout=timeout_s).topics
+        except KafkaException as exc:
+            raise TopologyError(f"cannot list topics: {exc.args[0].str()}") from exc
+        missing = set(names) - set(listed)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TopologyError(f"topics {sorted(missing)} were created but are not listed")
+        time.sleep(0.1)
 
 
 def delete_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 30.0) -> None:
