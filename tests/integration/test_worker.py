@@ -23,21 +23,10 @@ from torchkafka.codecs.testing import malformed_corpus
 from torchkafka.worker._app import run_worker
 from torchkafka.worker._config import WorkerConfig
 
+from .conftest import Topics
 from .worker_models import POISON, PoisonSensitiveLinear
 
 MODEL = "python:tests.integration.worker_models:poison_sensitive_linear"
-
-
-class Topics:
-    def __init__(self, new_topic: Callable[..., str]) -> None:
-        self.input = new_topic(partitions=4)
-        self.output = new_topic(partitions=4)
-        self.dead_letters = new_topic()
-
-
-@pytest.fixture
-def topics(new_topic: Callable[..., str]) -> Topics:
-    return Topics(new_topic)
 
 
 def config_for(topics: Topics, bootstrap: str, redis_url: str, **overrides: object) -> WorkerConfig:

@@ -31,9 +31,9 @@ from structlog.testing import capture_logs
 
 from torchkafka.codecs import decode_result
 
+from .conftest import Topics
 from .test_worker import (
     RunningWorker,
-    Topics,
     committed_equals_end,
     config_for,
     produce,
@@ -48,17 +48,6 @@ PARTITIONS = 4
 SETTLE_S = 2.0
 #: How long Redis stays away: longer than the worker's retries of one call.
 OUTAGE_S = 4.0
-
-
-@pytest.fixture
-def topics(new_topic: Callable[..., str], kafka_admin: AdminClient) -> Topics:
-    """New topics, once the broker lists them (a worker checks that at start-up)."""
-    created = Topics(new_topic)
-    names = {created.input, created.output, created.dead_letters}
-    wait_until(
-        lambda: names <= set(kafka_admin.list_topics(timeout=10).topics), 30, "the new topics"
-    )
-    return created
 
 
 def requests(prefix: str, count: int) -> list[tuple[bytes, bytes]]:

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from torchkafka.codecs import Request, encode_request
 from torchkafka.codecs.testing import malformed_corpus
 
-from .test_worker import RunningWorker, Topics, config_for, produce, read, request_value
+from .conftest import Topics
+from .test_worker import RunningWorker, config_for, produce, read, request_value
 from .worker_models import POISON
 
 MALFORMED = ("truncated", "unknown dtype", "wrong byte count", "missing id")
