@@ -21,7 +21,7 @@ from torchkafka.codecs import DEFAULT_LIMITS, ModelInfo, TorchKafkaError
 from torchkafka.topology import admin_client
 from torchkafka.worker._admission import Gate
 from torchkafka.worker._batcher import MicroBatcher, StagingPool
-from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker._config import WorkerConfig, static_membership
 from torchkafka.worker._dead_letter_guard import DeadLetterGuard
 from torchkafka.worker._dedup import DedupStore
 from torchkafka.worker._errors import StartupError, TransientError
@@ -54,11 +54,15 @@ def run_worker(config: WorkerConfig, stop: threading.Event, worker_index: int = 
     health = Health(stop)
     port = config.metrics_port + worker_index if config.metrics_port else 0
     with health_endpoints(config.metrics_host, port, health, metrics.registry):
-        _run(config, stop, metrics, health)
+        _run(config, stop, metrics, health, worker_index)
 
 
 def _run(
-    config: WorkerConfig, stop: threading.Event, metrics: WorkerMetrics, health: Health
+    config: WorkerConfig,
+    stop: threading.Event,
+    metrics: WorkerMetrics,
+    health: Health,
+    worker_index: int,
 ) -> None:
     me = worker_id()
     structlog.contextvars.bind_contextvars(worker=me)
@@ -113,6 +117,7 @@ def _run(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
+            **static_membership(config, worker_index),
             **config.consumer,
         }
     )

@@ -20,6 +20,8 @@ from torchkafka.worker._env import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
 from torchkafka.worker._errors import StartupError
 
 RedisOutage = Literal["pause", "fail-open"]
+Backend = Literal["eager", "torchscript", "compile", "tensorrt", "int8"]
+Precision = Literal["fp32", "fp16", "bf16"]
 ENV_PREFIX = "TORCHKAFKA_"
 #: Plain environment variables that also configure the worker (as in the README).
 ENV_ALIASES = {"KAFKA_BOOTSTRAP": "bootstrap", "REDIS_URL": "redis_url"}
@@ -52,6 +54,28 @@ class WorkerConfig:
     preprocess: str = _field("none, or imagenet (uint8 images -> normalized float)", "none")
     postprocess: str = _field("raw (the output tensors) or topk:K", "raw")
     input_name: str = _field("which named request input feeds the model", "x")
+    input_shape: tuple[int, ...] | None = _field(
+        "shape of one input without the batch dimension, e.g. 3,224,224; when set, every "
+        "batch bucket is warmed up before joining the group (needed by every backend but eager)",
+        None,
+    )
+    input_dtype: str = _field("dtype of that input, a wire dtype such as uint8", "float32")
+    backend: Backend = _field("eager, torchscript, compile, tensorrt (GPU) or int8 (CPU)", "eager")
+    precision: Precision = _field("fp32, fp16 or bf16", "fp32")
+    channels_last: bool = _field("run the model in channels_last memory format", False)
+    compile_mode: str = _field(
+        "torch.compile mode for --backend compile, e.g. max-autotune", "default"
+    )
+    calibration: Path | None = _field(
+        "int8 calibration inputs: a .pt file holding one [N, ...] tensor, or a folder of images",
+        None,
+    )
+    batch_buckets: tuple[int, ...] = _field(
+        "batch sizes to pad partial batches up to, e.g. 1,8,32 (static shapes for tensorrt "
+        "and CUDA graphs); empty: no padding",
+        (),
+    )
+    cuda_graphs: bool = _field("replay CUDA graphs captured per batch bucket (CUDA only)", False)
     max_batch_size: int = _field("largest micro-batch", 32)
     max_wait_ms: float = _field("longest a request waits for its batch to fill", 5.0)
     inference_queue_batches: int = _field("batches queued for the model before pausing", 2)
@@ -64,6 +88,11 @@ class WorkerConfig:
     dead_letter_window: int = _field("messages the ratio is measured over", 1000)
     dead_letter_max_consecutive: int = _field("stop after this many dead letters in a row", 100)
     workers: int = _field("worker processes in this group, started by `run`", 1)
+    group_instance_id: str | None = _field(
+        "static group membership: worker i of --workers joins as ID-i, so a restart within "
+        "session.timeout.ms keeps its partitions",
+        None,
+    )
     metrics_port: int = _field(
         "port of /metrics, /healthz and /readyz; worker i of --workers uses port+i; 0 disables",
         9100,
@@ -86,10 +115,29 @@ class WorkerConfig:
             )
         if self.max_wait_ms < 0:
             raise StartupError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.redis_outage not in get_args(RedisOutage):
+        for name, allowed in (
+            ("redis_outage", RedisOutage),
+            ("backend", Backend),
+            ("precision", Precision),
+        ):
+            if getattr(self, name) not in get_args(allowed):
+                choices = ", ".join(get_args(allowed))
+                raise StartupError(f"{name} must be one of {choices}; got {getattr(self, name)!r}")
+        if any(size < 1 for size in self.batch_buckets):
+            raise StartupError(f"batch_buckets must be >= 1, got {list(self.batch_buckets)}")
+        if self.batch_buckets and max(self.batch_buckets) != self.max_batch_size:
             raise StartupError(
-                f"redis_outage must be 'pause' or 'fail-open', got {self.redis_outage!r}"
+                f"the largest batch bucket ({max(self.batch_buckets)}) must equal "
+                f"max_batch_size ({self.max_batch_size}); set --max-batch-size too"
             )
+        if self.input_shape is not None and any(dim < 1 for dim in self.input_shape):
+            raise StartupError(f"input_shape dimensions must be >= 1, got {self.input_shape}")
+        if self.backend != "eager" and self.input_shape is None:
+            raise StartupError(
+                f"backend {self.backend} needs --input-shape (an example input to build it)"
+            )
+        if self.backend == "int8" and self.calibration is None:
+            raise StartupError("backend int8 needs --calibration (representative inputs)")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "redis_url"}
@@ -98,6 +146,13 @@ class WorkerConfig:
             + ", ".join(f"{name}={value!r}" for name, value in shown.items())
             + ")"
         )
+
+
+def static_membership(config: WorkerConfig, worker_index: int) -> dict[str, str]:
+    """The consumer's ``group.instance.id`` for worker ``worker_index``, when configured."""
+    if config.group_instance_id is None:
+        return {}
+    return {"group.instance.id": f"{config.group_instance_id}-{worker_index}"}
 
 
 def _mask(url: str) -> str:
@@ -175,8 +230,31 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         if kind == "Path | None":
             return Path(value)
+        if kind == "bool":
+            return _boolean(value)
+        if kind.startswith("tuple[int, ...]"):
+            return _integers(value)
         if kind == "Mapping[str, str]":
             return {str(k): str(v) for k, v in dict(value).items()}
     except (TypeError, ValueError) as exc:
         raise StartupError(f"{name}: cannot use {value!r} ({exc})") from exc
     return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ValueError("expected true or false")
+    return text in _TRUE
+
+
+def _integers(value: Any) -> tuple[int, ...]:
+    """``"1,8,32"`` (flags, environment) or ``[1, 8, 32]`` (TOML) as a tuple of ints."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(int(part) for part in parts if str(part).strip())

@@ -61,7 +61,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(WorkerConfig):
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata["help"]
-        if field.default not in (MISSING, None):
+        if field.default not in (MISSING, None, ()):
             help_text += f" (default: {field.default})"
         if str(field.type) == "Mapping[str, str]":
             parser.add_argument(
@@ -72,6 +72,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 metavar="KEY=VALUE",
                 help=f"{help_text}; repeatable",
             )
+        elif str(field.type) == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif str(field.type).startswith("tuple[int, ...]"):
+            parser.add_argument(flag, metavar="N,N,...", help=help_text)
         else:
             kind = _FLAG_TYPES.get(str(field.type), str)
             parser.add_argument(flag, type=kind, help=help_text)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from torchkafka.worker._config import load_config
+from torchkafka.worker._config import load_config, static_membership
 from torchkafka.worker._errors import StartupError
 
 REQUIRED = {
@@ -76,3 +76,44 @@ def test_a_config_file_with_unknown_keys_or_bad_toml_is_refused(tmp_path: Path) 
         load_config(broken, {}, REQUIRED)
     with pytest.raises(StartupError, match="cannot read config file"):
         load_config(tmp_path / "absent.toml", {}, REQUIRED)
+
+
+def test_model_runtime_settings_come_from_strings_and_toml(tmp_path: Path) -> None:
+    file = tmp_path / "worker.toml"
+    file.write_text('batch_buckets = [1, 8, 32]\ninput_shape = [3, 64, 64]\nbackend = "compile"\n')
+    environ = {"TORCHKAFKA_CHANNELS_LAST": "yes", "TORCHKAFKA_PRECISION": "bf16"}
+    config = load_config(file, environ, {**REQUIRED, "cuda_graphs": "false"})
+    assert config.batch_buckets == (1, 8, 32)
+    assert config.input_shape == (3, 64, 64)
+    assert (config.backend, config.precision) == ("compile", "bf16")
+    assert config.channels_last is True
+    assert config.cuda_graphs is False
+    flags = {**REQUIRED, "batch_buckets": "4,16", "max_batch_size": 16, "input_shape": "8"}
+    assert load_config(None, {}, flags).batch_buckets == (4, 16)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"backend": "onnx"}, "backend must be one of eager, torchscript, compile"),
+        ({"precision": "fp8"}, "precision must be one of fp32, fp16, bf16"),
+        ({"channels_last": "maybe"}, "channels_last: cannot use 'maybe'"),
+        ({"batch_buckets": "1,8,64"}, r"largest batch bucket \(64\) must equal max_batch_size"),
+        ({"batch_buckets": "0,32"}, "batch_buckets must be >= 1"),
+        ({"backend": "torchscript"}, "backend torchscript needs --input-shape"),
+        ({"backend": "int8", "input_shape": "4"}, "backend int8 needs --calibration"),
+        ({"input_shape": "3,0"}, "input_shape dimensions must be >= 1"),
+    ],
+)
+def test_bad_model_runtime_settings_are_startup_errors(
+    settings: dict[str, str], message: str
+) -> None:
+    with pytest.raises(StartupError, match=message):
+        load_config(None, {}, {**REQUIRED, **settings})
+
+
+def test_static_membership_gives_each_worker_process_its_own_instance_id() -> None:
+    assert static_membership(load_config(None, {}, REQUIRED), 0) == {}
+    config = load_config(None, {"TORCHKAFKA_GROUP_INSTANCE_ID": "node-a"}, REQUIRED)
+    assert static_membership(config, 0) == {"group.instance.id": "node-a-0"}
+    assert static_membership(config, 3) == {"group.instance.id": "node-a-3"}
