@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from structlog.testing import capture_logs
 
@@ -48,14 +49,18 @@ PARTITIONS = 4
 SETTLE_S = 2.0
 #: How long Redis stays away: longer than the worker's retries of one call.
 OUTAGE_S = 4.0
+#: A bound on a paced stream, which the test ends long before (at 100/s: 5 minutes).
+MAX_PACED = 30_000
+
+
+def request(prefix: str, n: int) -> tuple[bytes, bytes]:
+    """The (key, value) of request PREFIX-n."""
+    return f"{prefix}-{n}".encode(), request_value(f"{prefix}-{n}", torch.full((4,), float(n)))
 
 
 def requests(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
     """``count`` (key, value) requests with ids PREFIX-0, PREFIX-1, ..."""
-    return [
-        (f"{prefix}-{i}".encode(), request_value(f"{prefix}-{i}", torch.full((4,), float(i))))
-        for i in range(count)
-    ]
+    return [request(prefix, n) for n in range(count)]
 
 
 def wait_until(
@@ -114,6 +119,10 @@ class TopicReader:
     def ids(self) -> Counter[str]:
         """How many results were read per request id."""
         return Counter(decode_result(m.value() or b"").id for m in self.messages)
+
+    def workers(self) -> set[str]:
+        """The workers the results read so far came from (``poll`` reads more)."""
+        return {decode_result(m.value() or b"").worker for m in self.messages}
 
     def close(self) -> None:
         self._consumer.close()
@@ -325,6 +334,11 @@ class WorkerProcess:
                 found.append(event)
         return found
 
+    @property
+    def worker_id(self) -> str:
+        """Its name in results (``worker_id()`` of the child process)."""
+        return f"{socket.gethostname()}/{self.process.pid}"
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
@@ -440,10 +454,108 @@ def test_two_workers_of_one_group_answer_every_id_once_and_stop_cleanly(
     assert supervisor.terminate_and_wait(60) == 0, supervisor.log_tail()
 
     assert results.ids() == Counter(key.decode() for key, _ in stream)
-    workers = {decode_result(m.value() or b"").worker for m in results.messages}
+    workers = results.workers()
     assert len(workers) == 2, f"results came from {workers}"
     # The supervisor exits 0 only if every worker did; each one also drained and stopped.
     assert {event["worker"] for event in supervisor.events("stopped")} == workers
+    assert_no_dead_letters(open_reader(topics.dead_letters, 1))
+
+
+class PacedProducer:
+    """Produces requests PREFIX-0, PREFIX-1, ... at ``rate`` per second, on a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: float) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self._topic, self._prefix, self._rate = topic, prefix, rate
+        self._finish = threading.Event()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while self.sent < MAX_PACED and not self._finish.is_set():
+            key, value = request(self._prefix, self.sent)
+            self._producer.produce(self._topic, key=key, value=value)
+            self._producer.poll(0)
+            self.sent += 1
+            self._finish.wait(max(0.0, started + self.sent / self._rate - time.monotonic()))
+
+    def finish(self) -> Counter[str]:
+        """Stop producing; the ids sent, each once."""
+        self._finish.set()
+        self._thread.join(10)
+        assert self._producer.flush(30) == 0
+        assert self.sent < MAX_PACED, "the stream ended before the test finished with it"
+        return Counter(f"{self._prefix}-{n}" for n in range(self.sent))
+
+
+def test_a_worker_joining_and_one_leaving_mid_stream_lose_and_repeat_nothing(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    topics: Topics,
+    spawn_worker: Callable[..., WorkerProcess],
+    open_reader: Callable[..., TopicReader],
+) -> None:
+    """Two cooperative rebalances while requests keep coming: each id answered once.
+
+    The first worker holds all partitions; a second one joins and takes two of
+    them (the first revokes them with work in flight); then the first leaves on
+    SIGTERM and the second takes the rest. Then the stream ends.
+    """
+    group = f"tk-test-{uuid.uuid4().hex[:8]}"
+    # Batches that take 160 ms to fill keep work queued at any moment a rebalance starts.
+    options = ("--max-batch-size", "16", "--max-wait-ms", "200")
+    results = open_reader(topics.output)
+    first = spawn_worker(group, *options)
+    stream = PacedProducer(kafka_bootstrap, topics.input, "req", rate=100)
+    try:
+        wait_until(lambda: len(results.poll()) >= 30, 90, "the first results", first.log_tail)
+        second = spawn_worker(group, *options)
+        wait_until(
+            lambda: sorted(map(len, assignments(kafka_admin, group, topics.input))) == [2, 2],
+            90,
+            "the second worker to take two partitions",
+            second.log_tail,
+        )
+        wait_until(
+            lambda: bool(results.poll()) and second.worker_id in results.workers(),
+            60,
+            "results from the second worker",
+            second.log_tail,
+        )
+        first.assert_running()
+        assert first.terminate_and_wait(60) == 0, first.log_tail()
+        wait_until(
+            lambda: assignments(kafka_admin, group, topics.input) == [set(range(PARTITIONS))],
+            60,
+            "the second worker to take every partition",
+            second.log_tail,
+        )
+        after_first_left = len(results.poll())
+        wait_until(
+            lambda: len(results.poll()) >= after_first_left + 30,
+            60,
+            "results after the first worker left",
+            second.log_tail,
+        )
+    finally:
+        sent = stream.finish()
+    results.wait_for(sum(sent.values()), timeout_s=90, details=second.log_tail)
+    wait_until(
+        lambda: committed_equals_end(kafka_bootstrap, group, topics.input, PARTITIONS),
+        30,
+        "the commits to reach the end of the input",
+        second.log_tail,
+    )
+    assert second.terminate_and_wait(60) == 0, second.log_tail()
+
+    twice = sorted(i for i, n in results.ids().items() if n > 1)
+    assert not twice, f"{len(twice)} ids got a second result: {twice[:5]}"
+    assert results.ids() == sent
+    # The first worker gave up two partitions mid-stream, then the rest when it left.
+    revoked = [len(event["partitions"]) for event in first.events("revoked")]
+    assert revoked == [2, 2], first.log_tail()
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
 
 
