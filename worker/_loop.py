@@ -245,8 +245,8 @@ class WorkerLoop:
         self._assigned |= keys
         log.info("assigned", partitions=sorted(keys), epoch=self._epoch)
         self._health.joined()
-        if self._paused:
-            consumer.pause(partitions)
+        if self._paused and partitions:
+            assign_paused(consumer, partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._give_up(partitions, commit=True)
@@ -304,6 +304,23 @@ class WorkerLoop:
         self._commit({**self._committed, **self._tracker.committable()}, asynchronous=False)
         self._gate.release([a.request.id for a in self._parked])
         log.info("drained", parked=len(self._parked), unsent_batches=len(self._ready))
+
+
+def assign_paused(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Add ``partitions`` to the assignment now, paused; call it from ``on_assign``.
+
+    A pause of partitions not yet assigned is lost: confluent-kafka assigns them
+    after ``on_assign`` returns, and librdkafka then fetches them unpaused. So
+    assign first: incrementally under the cooperative protocol, whole under the
+    eager one (where ``incremental_assign`` fails with ``_STATE``).
+    """
+    try:
+        consumer.incremental_assign(partitions)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._STATE:
+            raise
+        consumer.assign(partitions)
+    consumer.pause(partitions)
 
 
 def _usable(message: Message) -> bool:
