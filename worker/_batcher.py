@@ -134,22 +134,29 @@ class Batch(Generic[T]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def stack(self, pool: StagingPool) -> torch.Tensor:
-        """The inputs as one ``(len, *shape)`` tensor: a view of a buffer from ``pool``.
+    def stack(self, pool: StagingPool, rows: int | None = None) -> torch.Tensor:
+        """The inputs as one ``(rows, *shape)`` tensor: a view of a buffer from ``pool``.
 
-        The buffer has room for ``capacity`` rows, so partial batches reuse it
-        too. Give it back with ``pool.release(returned_tensor)``.
+        ``rows`` (default: one per item) may exceed the items: the rows after
+        them are zero-filled padding, so a batch runs at its bucket's size
+        without stale data from the buffer's last use. The buffer has room for
+        ``max(capacity, rows)`` rows, so partial batches and every bucket up to
+        ``capacity`` share it. Give it back with ``pool.release(returned_tensor)``.
         """
+        count = len(self.items)
+        rows = count if rows is None else rows
+        if rows < count:
+            raise ValueError(f"{count} items do not fit in {rows} rows")
         first = self.items[0].tensor
-        buffer = pool.acquire(tuple(first.shape), first.dtype, self.capacity)
-        rows = buffer[: len(self.items)]
+        buffer = pool.acquire(tuple(first.shape), first.dtype, max(self.capacity, rows))
         try:
             # One call beats a Python loop of row.copy_(t) (~1.5x for 32 x 3x224x224 uint8).
-            torch.stack([item.tensor for item in self.items], out=rows)
+            torch.stack([item.tensor for item in self.items], out=buffer[:count])
+            buffer[count:rows].zero_()
         except BaseException:
             pool.release(buffer)
             raise
-        return rows
+        return buffer[:rows]
 
 
 @dataclass(slots=True)

@@ -152,6 +152,29 @@ def test_a_buffer_still_acquired_is_never_handed_out(pool: StagingPool) -> None:
     assert pool.allocations == 3
 
 
+def test_stack_pads_with_zero_rows_over_stale_data(pool: StagingPool) -> None:
+    stale = pool.acquire((2, 3), torch.float32, 4)
+    stale.fill_(float("nan"))
+    pool.release(stale)
+    padded = Batch((item(1), item(2)), capacity=4).stack(pool, rows=3)
+    assert padded.data_ptr() == stale.data_ptr()
+    assert padded.shape == (3, 2, 3)
+    assert torch.equal(padded[:2], torch.stack([item(1).tensor, item(2).tensor]))
+    assert torch.equal(padded[2], torch.zeros(2, 3))
+    assert stale[3].isnan().all()  # only the pad rows are written
+    pool.release(padded)
+
+
+def test_a_bucket_beyond_the_capacity_gets_a_buffer_that_fits(pool: StagingPool) -> None:
+    padded = Batch((item(1),), capacity=2).stack(pool, rows=8)
+    assert padded.shape == (8, 2, 3)
+    assert torch.equal(padded[1:], torch.zeros(7, 2, 3))
+    pool.release(padded)
+    with pytest.raises(ValueError, match="2 items do not fit in 1 rows"):
+        Batch((item(1), item(2)), capacity=2).stack(pool, rows=1)
+    assert pool.in_use == 0
+
+
 def test_buffers_are_per_shape_dtype_and_capacity(pool: StagingPool) -> None:
     a = pool.acquire((2, 3), torch.float32, 4)
     pool.release(a)
@@ -238,9 +261,13 @@ def test_pinning_follows_cuda_unless_told(monkeypatch: pytest.MonkeyPatch) -> No
 def test_buffers_are_pinned_with_cuda() -> None:
     pool = StagingPool()
     assert pool.pinned
-    stacked = Batch((item(1),), capacity=2).stack(pool)
+    stacked = Batch((item(1),), capacity=2).stack(pool, rows=2)
     assert stacked.is_pinned()
     pool.release(stacked)
+    again = Batch((item(2),), capacity=2).stack(pool)
+    assert again.data_ptr() == stacked.data_ptr()
+    assert pool.allocations == 1
+    pool.release(again)
 
 
 SHAPES = [((2,), torch.float32), ((3,), torch.float32), ((2,), torch.int64), ((1, 2), torch.uint8)]
