@@ -56,15 +56,36 @@ class Raising(nn.Module):
 
 
 class Recording(nn.Module):
-    """Identity that records the shape of every batch it sees."""
+    """Identity that records every batch it sees (a copy) and its shape."""
 
     def __init__(self) -> None:
         super().__init__()
         self.shapes: list[tuple[int, ...]] = []
+        self.inputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.shapes.append(tuple(x.shape))
+        self.inputs.append(x.clone())
         return x
+
+
+class SumOverBatch(nn.Module):
+    """[batch, F] -> [1, F]: the sum over the batch (not a per-row model)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=0, keepdim=True)
+
+
+class Sleeping(nn.Module):
+    """Doubles its input after keeping the GPU busy for ``cycles`` clock cycles."""
+
+    def __init__(self, cycles: int) -> None:
+        super().__init__()
+        self.cycles = cycles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.cuda._sleep(self.cycles)  # type: ignore[no-untyped-call]
+        return x * 2
 
 
 def record_unpickling() -> str:
