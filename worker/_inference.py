@@ -2,11 +2,16 @@
 
 The polling loop submits batches to a bounded queue (``try_submit`` says no
 when it is full, which is the loop's cue to pause its partitions). This
-thread checks deadlines, stacks the inputs into a staging buffer, runs the
-model, encodes the results and publishes them. A batch that raises is split
-in halves until the inputs that fail on their own are found; only those are
-dead-lettered. CUDA out-of-memory splits the batch too and lowers
-``batch_limit`` for the batches formed after it.
+thread checks deadlines, stacks the inputs into a staging buffer (padded to
+the runtime's batch bucket), runs the model, encodes the results and
+publishes them. Where the runtime is ``pipelined`` (CUDA), one batch stays in
+flight: batch k+1 is stacked and launched before the results of batch k are
+awaited, so the host's work overlaps the GPU's.
+
+A batch that raises is split in halves until the inputs that fail on their
+own are found; only those are dead-lettered. CUDA out-of-memory splits the
+batch too and lowers ``batch_limit`` for the batches formed after it.
+``swap_runtime`` replaces the model between batches.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 import structlog
 import torch
@@ -24,12 +30,24 @@ from torchkafka.worker._metrics import RetryKind, WorkerMetrics
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker._records import Admitted
-from torchkafka.worker._runtime import ModelRuntime
+from torchkafka.worker._runtime import Launched, ModelRuntime
 
 log = structlog.get_logger(__name__)
 
 _STOP = object()
 Outputs = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A launched batch, with the runtime it runs on and the staging buffer it holds."""
+
+    batch: Batch[Admitted]
+    runtime: ModelRuntime
+    staged: torch.Tensor
+    launched: Launched
+    started: float
+    queued: bool  # finishing it finishes a batch taken from the queue
 
 
 class InferenceWorker:
@@ -40,22 +58,24 @@ class InferenceWorker:
         runtime: ModelRuntime,
         pool: StagingPool,
         publisher: Publisher,
-        model: ModelInfo,
+        model: ModelInfo | None,
         worker_id: str,
         queue_batches: int,
         metrics: WorkerMetrics,
     ) -> None:
+        """``model`` is redundant (results report ``runtime.info``); when given it must match."""
+        if model is not None and model != runtime.info:
+            raise ValueError(f"model {model} is not the runtime's {runtime.info}")
         self._runtime = runtime
         self._pool = pool
         self._publisher = publisher
-        self._model = model
         self._worker_id = worker_id
         self._metrics = metrics
         self.queue_batches = queue_batches
+        # unfinished_tasks counts batches queued or held by the thread (task_done when finished).
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_batches)
         self._encoder = Encoder()  # used on the inference thread only
         self._thread = threading.Thread(target=self._run, name="torchkafka-inference", daemon=True)
-        self._busy = threading.Event()
         self._room = threading.Event()  # set whenever the thread takes a batch
         #: Set when the thread died; the polling loop re-raises it.
         self.failure: BaseException | None = None
@@ -65,6 +85,17 @@ class InferenceWorker:
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
+
+    def swap_runtime(self, runtime: ModelRuntime) -> None:
+        """Run the batches launched from now on with ``runtime`` (any thread may call this).
+
+        Warm ``runtime`` up first. Batches already launched, and the halves
+        of any of them that fails, finish on the runtime they started on;
+        every result names the model that computed it.
+        """
+        old = self._runtime.info
+        self._runtime = runtime  # one reference assignment: the thread reads it per batch
+        log.info("model swapped", old=_label(old), new=_label(runtime.info))
 
     def try_submit(self, batch: Batch[Admitted]) -> bool:
         """Queue ``batch`` unless the queue is full (then the caller should pause)."""
@@ -81,7 +112,7 @@ class InferenceWorker:
 
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
-        return self._queue.empty() and not self._busy.is_set()
+        return self._queue.unfinished_tasks == 0
 
     def stop(self, timeout_s: float) -> bool:
         """Finish the queued batches, then end the thread; True if it ended in time."""
@@ -97,22 +128,57 @@ class InferenceWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        in_flight: _InFlight | None = None
         try:
             while True:
-                batch = self._queue.get()
-                self._room.set()
-                if batch is _STOP:
-                    return
-                self._busy.set()
                 try:
-                    self._process(batch)  # type: ignore[arg-type]  # only batches are queued
-                finally:
-                    self._busy.clear()
+                    got = self._queue.get(block=in_flight is None)
+                except queue.Empty:  # nothing to overlap with the batch in flight
+                    got = None
+                else:
+                    self._room.set()
+                if isinstance(got, Batch):
+                    in_flight = self._advance(got, in_flight)
+                    continue
+                if in_flight is not None:
+                    self._finish(in_flight)
+                    in_flight = None
+                if got is _STOP:
+                    self._queue.task_done()
+                    return
         except BaseException as exc:  # surfaced to the polling loop, which stops the worker
             self.failure = exc
             log.exception("inference thread failed")
 
-    def _process(self, batch: Batch[Admitted]) -> None:
+    def _advance(self, batch: Batch[Admitted], in_flight: _InFlight | None) -> _InFlight | None:
+        """Launch queued ``batch``, then finish ``in_flight``; what is left in flight.
+
+        ``batch`` stays in flight only on a pipelined runtime. ``in_flight``
+        is finished before a failure of ``batch`` is retried, so that its
+        device memory is free for the retries.
+        """
+        live = self._live(batch)
+        if live is None:  # every input had expired
+            self._queue.task_done()
+            return in_flight
+        runtime = self._runtime
+        try:
+            launched = self._launch(live, runtime, queued=True)
+        except Exception as exc:
+            if in_flight is not None:
+                self._finish(in_flight)
+            self._recover(live, runtime, exc)
+            self._queue.task_done()
+            return None
+        if in_flight is not None:
+            self._finish(in_flight)
+        if runtime.pipelined:
+            return launched
+        self._finish(launched)
+        return None
+
+    def _live(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
+        """The batch without the inputs whose deadline has passed (dead-lettered); None if empty."""
         now_ms = time.time() * 1000
         live: list[BatchItem[Admitted]] = []
         for item in batch.items:
@@ -126,32 +192,54 @@ class InferenceWorker:
                 )
             else:
                 live.append(item)
-        if live:
-            self._run_items(Batch(tuple(live), batch.capacity))
+        return Batch(tuple(live), batch.capacity) if live else None
 
-    def _run_items(self, batch: Batch[Admitted]) -> None:
+    def _launch(self, batch: Batch[Admitted], runtime: ModelRuntime, queued: bool) -> _InFlight:
+        """Stack ``batch`` (padded to its bucket) into a staging buffer and launch it."""
         started = time.monotonic()
-        rows = batch.stack(self._pool)
+        staged = batch.stack(self._pool, runtime.rows_for(len(batch)))
         try:
-            outputs = self._runtime.infer(rows)
-        except torch.cuda.OutOfMemoryError:
-            self._pool.release(rows)
-            self._split(batch, oom=True)
-            return
-        except Exception as exc:  # the model's own error: find the inputs that cause it
-            self._pool.release(rows)
-            if len(batch) == 1:
-                self._dead_letter(batch.items[0].token, WorkerReason.MODEL_ERROR, repr(exc))
-            else:
-                self._split(batch, oom=False)
-            return
-        self._pool.release(rows)
-        self._publish(batch, outputs, started, time.monotonic())
+            launched = runtime.launch(staged, len(batch))
+        except BaseException:
+            self._pool.release(staged)
+            raise
+        return _InFlight(batch, runtime, staged, launched, started, queued)
+
+    def _finish(self, flight: _InFlight) -> None:
+        """Wait for ``flight``'s results and publish them (or recover from its failure)."""
+        try:
+            outputs = flight.runtime.complete(flight.launched)
+        except Exception as exc:
+            self._pool.release(flight.staged)
+            self._recover(flight.batch, flight.runtime, exc)
+        else:
+            self._pool.release(flight.staged)
+            self._publish(flight, outputs, time.monotonic())
+        if flight.queued:
+            self._queue.task_done()
+
+    def _run_now(self, batch: Batch[Admitted], runtime: ModelRuntime) -> None:
+        """Launch and finish a part of a failed batch, on the runtime the batch ran on."""
+        try:
+            flight = self._launch(batch, runtime, queued=False)
+        except Exception as exc:
+            self._recover(batch, runtime, exc)
+        else:
+            self._finish(flight)
+
+    def _recover(self, batch: Batch[Admitted], runtime: ModelRuntime, exc: Exception) -> None:
+        """Split a batch that raised, or dead-letter its one input."""
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            self._split(batch, runtime, oom=True)
+        elif len(batch) == 1:
+            self._dead_letter(batch.items[0].token, WorkerReason.MODEL_ERROR, repr(exc))
+        else:
+            self._split(batch, runtime, oom=False)
 
     def _dead_letter(self, admitted: Admitted, reason: WorkerReason, error: str) -> None:
         self._publisher.dead_letter(admitted.record, reason, error, request_id=admitted.request.id)
 
-    def _split(self, batch: Batch[Admitted], oom: bool) -> None:
+    def _split(self, batch: Batch[Admitted], runtime: ModelRuntime, oom: bool) -> None:
         half = len(batch) // 2
         if oom:
             if len(batch) == 1:
@@ -161,15 +249,16 @@ class InferenceWorker:
                     "CUDA out of memory on one input",
                 )
                 return
-            self.batch_limit = min(self.batch_limit or len(batch), half)
+            smaller = runtime.smaller_batch(len(batch))
+            self.batch_limit = min(self.batch_limit or len(batch), smaller)
             log.warning("out of memory; splitting batches", batch_limit=self.batch_limit)
         self._metrics.retry(RetryKind.BATCH_SPLIT)
         for part in (batch.items[:half], batch.items[half:]):
-            self._run_items(Batch(part, batch.capacity))
+            self._run_now(Batch(part, batch.capacity), runtime)
 
-    def _publish(
-        self, batch: Batch[Admitted], outputs: list[Outputs], started: float, finished: float
-    ) -> None:
+    def _publish(self, flight: _InFlight, outputs: list[Outputs], finished: float) -> None:
+        batch, started = flight.batch, flight.started
+        model = flight.runtime.info
         infer_ms = (finished - started) * 1000
         waits_s = [started - item.enqueued_at for item in batch.items]
         self._metrics.batch(len(batch), finished - started, waits_s)
@@ -178,7 +267,7 @@ class InferenceWorker:
             result = Result(
                 id=request.id,
                 outputs=row,
-                model=self._model,
+                model=model,
                 timings_ms={
                     "queue_ms": wait_s * 1000,
                     "infer_ms": infer_ms,
@@ -188,3 +277,7 @@ class InferenceWorker:
                 worker=self._worker_id,
             )
             self._publisher.result(record, request.id, self._encoder.result(result))
+
+
+def _label(model: ModelInfo) -> str:
+    return f"{model.name}:{model.version}"
