@@ -42,6 +42,8 @@ PAUSE_AFTER_S = 0.5
 PARKED_RETRY_S = 0.5
 #: How often the consumer lag is measured (from the consumer's cached watermarks).
 LAG_INTERVAL_S = 5.0
+#: How long a shutdown waits for Redis to take the done-marks of delivered results.
+SHUTDOWN_REDIS_WAIT_S = 10.0
 
 
 class WorkerLoop:
@@ -62,6 +64,7 @@ class WorkerLoop:
         metrics: WorkerMetrics,
         health: Health,
         clock: Callable[[], float] = time.monotonic,
+        shutdown_redis_wait_s: float = SHUTDOWN_REDIS_WAIT_S,
     ) -> None:
         self._consumer = consumer
         self._input_topic = input_topic
@@ -76,6 +79,7 @@ class WorkerLoop:
         self._metrics = metrics
         self._health = health
         self._clock = clock
+        self._shutdown_redis_wait_s = shutdown_redis_wait_s
         self._tracker: OffsetTracker[TopicPartitionKey] = OffsetTracker()
         self._ready: deque[Batch[Admitted]] = deque()
         self._parked: list[Admitted] = []
@@ -171,12 +175,16 @@ class WorkerLoop:
         """Done-mark what the broker acknowledged, ack it, and commit the watermark."""
         deliveries = self._unmarked + self._publisher.completed(timeout_s)
         if deliveries and self._mark_done(deliveries):
-            self._gate.settled(d.request_id for d in deliveries if d.request_id)
-            for delivery in deliveries:
-                record = delivery.record
-                self._tracker.ack(record.partition_key, record.offset)
-                self._guard.record(delivery.outcome is Outcome.DEAD_LETTER)
+            self._acknowledge(deliveries)
         self._commit(self._tracker.committable(), asynchronous=True)
+
+    def _acknowledge(self, deliveries: list[Delivery]) -> None:
+        """``deliveries`` are settled: their offsets may be committed."""
+        self._gate.settled(d.request_id for d in deliveries if d.request_id)
+        for delivery in deliveries:
+            record = delivery.record
+            self._tracker.ack(record.partition_key, record.offset)
+            self._guard.record(delivery.outcome is Outcome.DEAD_LETTER)
 
     def _mark_done(self, deliveries: list[Delivery]) -> bool:
         """Write done-marks for delivered results; False (and held) while Redis is away."""
@@ -194,6 +202,29 @@ class WorkerLoop:
             return False
         self._unmarked = []
         return True
+
+    def _settle_unmarked(self) -> None:
+        """Shutdown: wait a while for Redis to take the marks held back, then commit anyway.
+
+        Committing a delivered result without its done-mark loses nothing, and
+        the restarted group does not process its record again; only a later
+        replay or re-submission of its id would get a second result. Holding
+        the commit instead would make the restart redo every one of them.
+        """
+        deadline = self._clock() + self._shutdown_redis_wait_s
+        while self._unmarked and self._clock() < deadline:
+            self._settle()  # each failing try takes the Redis retries' backoff
+        if self._unmarked:
+            ids = [d.request_id for d in self._unmarked if d.outcome is Outcome.RESULT]
+            log.error(
+                "redis still away at shutdown: committing delivered results without "
+                "done-marks; a replay or re-submission of these ids gets a second result",
+                waited_s=self._shutdown_redis_wait_s,
+                count=len(ids),
+                ids=ids[:20],
+            )
+            self._acknowledge(self._unmarked)
+            self._unmarked = []
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], asynchronous: bool) -> None:
         if offsets:
@@ -300,6 +331,7 @@ class WorkerLoop:
         self._inference.stop(max(0.0, deadline - self._clock()))
         self._publisher.flush(max(0.0, deadline - self._clock()))
         self._settle()
+        self._settle_unmarked()
         # Synchronously, everything: earlier asynchronous commits may still be in flight.
         self._commit({**self._committed, **self._tracker.committable()}, asynchronous=False)
         self._gate.release([a.request.id for a in self._parked])

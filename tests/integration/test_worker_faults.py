@@ -9,6 +9,7 @@ committed offsets reach the end of the input, and nothing is dead-lettered.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -31,6 +32,8 @@ from confluent_kafka.admin import AdminClient
 from structlog.testing import capture_logs
 
 from torchkafka.codecs import decode_result
+from torchkafka.worker import _app
+from torchkafka.worker._loop import WorkerLoop
 
 from .conftest import Topics
 from .test_worker import (
@@ -289,6 +292,77 @@ def test_redis_stopped_mid_stream_and_restarted_loses_and_repeats_nothing(
     # Marks of results published during and after the outage are in the new Redis.
     assert answered_after(results.messages, stopped_at) <= private_redis.done_ids()
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
+
+
+def until_quiet(reader: TopicReader, quiet_s: float = 1.5) -> bool:
+    """Whether nothing new arrived on ``reader`` for ``quiet_s``."""
+    before = len(reader.poll(0))
+    return len(reader.poll(quiet_s)) == before
+
+
+@pytest.mark.parametrize("redis_back", [True, False], ids=["redis-back-in-time", "redis-not-back"])
+def test_sigterm_while_redis_is_away_commits_exactly_what_was_answered(
+    kafka_bootstrap: str,
+    topics: Topics,
+    private_redis: PrivateRedis,
+    open_reader: Callable[..., TopicReader],
+    monkeypatch: pytest.MonkeyPatch,
+    redis_back: bool,
+) -> None:
+    """A worker stopped during an outage waits for Redis to take its done-marks, then commits.
+
+    Back in time, Redis gets the marks before the commit; not back, the
+    delivered results are committed without them (and that is logged).
+    Either way the commits cover exactly the answered records: a restart
+    redoes none of them and skips none of the rest.
+    """
+    wait_s = 60.0 if redis_back else 1.0
+    monkeypatch.setattr(
+        _app, "WorkerLoop", functools.partial(WorkerLoop, shutdown_redis_wait_s=wait_s)
+    )
+    config = config_for(
+        topics,
+        kafka_bootstrap,
+        private_redis.url,
+        model=SLOW_MODEL,
+        max_batch_size=8,
+        max_wait_ms=5.0,
+        inference_queue_batches=50,  # about 400 records claimed and queued when Redis stops
+        consumer={},
+    )
+    results = open_reader(topics.output)
+    with capture_logs() as logs:
+        worker = RunningWorker(config)
+        try:
+            produce(kafka_bootstrap, topics.input, requests("req", 1000))
+            wait_until(lambda: len(results.poll()) >= 40, 90, "the first results")
+            private_redis.stop()
+            stopped_at = time.time()
+            worker.stop.set()
+            # The drain runs the queued records and publishes their results.
+            wait_until(lambda: until_quiet(results), 60, "the drain to publish its results")
+            if redis_back:
+                results.poll(OUTAGE_S)  # the worker's own retries within a drain end by now
+                assert worker.thread.is_alive(), "the worker left without its done-marks"
+                private_redis.start()  # empty: only marks written from now on are there
+        finally:
+            worker.close()
+
+    answered = results.poll(SETTLE_S)
+    assert max(results.ids().values()) == 1
+    during = answered_after(answered, stopped_at)
+    assert during, "no result was published during the outage"
+    committed = committed_offsets(kafka_bootstrap, config.group_id, topics.input)
+    assert sum(max(0, offset) for offset in committed.values()) == len(answered)
+    given_up = [e for e in logs if e["event"].startswith("redis still away at shutdown")]
+    if redis_back:
+        assert during <= private_redis.done_ids()
+        assert not given_up
+    else:
+        assert len(given_up) == 1
+        # The marks held back: those of the results published during the outage, and
+        # of some published just before it.
+        assert len(during) <= given_up[0]["count"] <= len(answered)
 
 
 # --- worker processes -----------------------------------------------------------------------
