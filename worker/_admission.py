@@ -99,6 +99,21 @@ class Gate:
                 admission.parked.append(candidate)
         return admission
 
+    def renew(self, fencing_token: int) -> set[str]:
+        """Extend the claims on the ids this worker runs; the ids whose claims were lost.
+
+        A lost claim (expired, or taken by another worker) means its id may be
+        running elsewhere as well. Nothing is lost while Redis is away: the
+        claims are left to expire, and the next renewal tries again.
+        """
+        ids = list(self._in_flight)
+        try:
+            renewed = self._dedup.renew(ids, self._owner, fencing_token)
+        except TransientError as exc:
+            log.warning("could not renew claims", count=len(ids), error=str(exc))
+            return set()
+        return set(ids) - renewed
+
     def settled(self, ids: Iterable[str]) -> None:
         """``ids`` have their result or dead letter acknowledged: no longer in flight."""
         self._in_flight.difference_update(ids)

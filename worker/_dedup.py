@@ -11,8 +11,8 @@ Per DESIGN.md "Dedup ordering": claim (short lease, fenced by the consumer-group
 generation) -> infer -> produce -> delivery ack -> ``mark_done`` -> commit.
 
 Every call is one command, hence one round trip, whatever the batch size:
-``filter_done`` is one MGET; ``claim``, ``mark_done`` and ``release`` each run
-one Lua script over the whole batch (atomic, no per-id commands to pack). Each
+``filter_done`` is one MGET; ``claim``, ``renew``, ``mark_done`` and ``release``
+each run one Lua script over the whole batch (atomic, no per-id commands to pack). Each
 call is idempotent, so a retry after a lost reply is safe.
 
 Retried (then ``TransientError``): connection failures and timeouts (including
@@ -94,6 +94,24 @@ return held
 """
 )
 
+# KEYS: claim keys. ARGV: owner, token, claim TTL in ms. Returns 1 for each renewed claim.
+_RENEW = (
+    _LUA_HELPERS
+    + """
+local owner, token = ARGV[1], tonumber(ARGV[2])
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  renewed[i] = 0
+  if current and owner_of(current) == owner and token_of(current) <= token then
+    redis.call('PEXPIRE', key, ARGV[3])
+    renewed[i] = 1
+  end
+end
+return renewed
+"""
+)
+
 # KEYS: n done keys, then the n claim keys. ARGV: token, done TTL in s, owner.
 _MARK_DONE = (
     _LUA_HELPERS
@@ -158,8 +176,14 @@ class DedupStore:
             on_retry=None if metrics is None else lambda: metrics.retry(RetryKind.REDIS),
         )
         self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
         self._mark_done = client.register_script(_MARK_DONE)
         self._release = client.register_script(_RELEASE)
+
+    @property
+    def claim_ttl_ms(self) -> int:
+        """How long a claim lasts unless renewed."""
+        return self._claim_ttl_ms
 
     def done_key(self, id_: str) -> bytes:
         """The key of ``id_``'s done-mark."""
@@ -195,6 +219,22 @@ class DedupStore:
         args = (owner, fencing_token, self._claim_ttl_ms)
         held = self._call("claim", lambda: self._claim(keys=keys, args=args))
         return {i for i, flag in zip(unique, held, strict=True) if flag}
+
+    def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        """Extend ``owner``'s claims on ``ids`` by ``claim_ttl_ms``; the ids renewed.
+
+        Only claims ``owner`` still holds under ``fencing_token`` or an older
+        one are extended. A claim that expired, or that another owner (or a
+        newer token) took since, is left alone and missing from the result:
+        the id may be running elsewhere too.
+        """
+        unique = _unique(ids)
+        if not unique:
+            return set()
+        keys = [self.claim_key(i) for i in unique]
+        args = (owner, fencing_token, self._claim_ttl_ms)
+        renewed = self._call("renew", lambda: self._renew(keys=keys, args=args))
+        return {i for i, flag in zip(unique, renewed, strict=True) if flag}
 
     def mark_done(self, ids: Sequence[str], owner: str, fencing_token: int) -> None:
         """Mark ``ids`` done for ``done_ttl_s`` and drop ``owner``'s claims on them.

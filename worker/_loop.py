@@ -92,6 +92,8 @@ class WorkerLoop:
         self._assigned: set[TopicPartitionKey] = set()
         self._committed: dict[TopicPartitionKey, int] = {}
         self._lag_due = 0.0
+        self._renew_interval_s = dedup.claim_ttl_ms / 1000 / 3
+        self._renew_due = clock() + self._renew_interval_s
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and leave the group."""
@@ -172,11 +174,31 @@ class WorkerLoop:
             self._ready.popleft()
 
     def _settle(self, timeout_s: float = 0.0) -> None:
-        """Done-mark what the broker acknowledged, ack it, and commit the watermark."""
+        """Done-mark what the broker acknowledged, ack it, and commit the watermark.
+
+        Every wait for results calls this, so it also renews the claims on the
+        work in progress when due.
+        """
         deliveries = self._unmarked + self._publisher.completed(timeout_s)
         if deliveries and self._mark_done(deliveries):
             self._acknowledge(deliveries)
         self._commit(self._tracker.committable(), asynchronous=True)
+        self._renew_claims()
+
+    def _renew_claims(self) -> None:
+        """Every third of the claim TTL, extend the claims of admitted, unsettled ids."""
+        now = self._clock()
+        if now < self._renew_due or self._gate_blocked or self._unmarked:
+            return  # not due, or Redis is away (it would only wait out its retries)
+        self._renew_due = now + self._renew_interval_s
+        lost = self._gate.renew(self._epoch)
+        if lost:
+            self._metrics.claims_lost(len(lost))
+            log.warning(
+                "claims lost while running: another worker may run these ids too",
+                count=len(lost),
+                ids=sorted(lost)[:20],
+            )
 
     def _acknowledge(self, deliveries: list[Delivery]) -> None:
         """``deliveries`` are settled: their offsets may be committed."""

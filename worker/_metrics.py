@@ -96,6 +96,11 @@ class WorkerMetrics:
             "1 while the last Redis call failed after its retries",
             registry=r,
         )
+        self._claims_lost = Counter(
+            "torchkafka_claims_lost_total",
+            "Claims on ids in progress found expired or taken over when renewed",
+            registry=r,
+        )
         self._lag = Gauge(
             "torchkafka_consumer_lag",
             "High watermark minus the consumer's position, per assigned partition",
@@ -146,6 +151,10 @@ class WorkerMetrics:
     def redis_outage(self, flag: bool) -> None:
         """A Redis call failed after its retries (True), or one succeeded (False)."""
         self._redis_outage.set(flag)
+
+    def claims_lost(self, n: int) -> None:
+        """``n`` claims on ids in progress were found lost when renewed."""
+        self._claims_lost.inc(n)
 
     def consumer_lag(self, partition: TopicPartitionKey, lag: int) -> None:
         """Records of ``partition`` not yet read by this worker."""

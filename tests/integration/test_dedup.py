@@ -108,6 +108,29 @@ def test_reclaim_renews_with_same_or_newer_token_only(
     assert redis_client.get(key) == b"6:w1"
 
 
+def test_renew_extends_only_the_owners_live_claims(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    assert store.claim(["mine", "older", "expired"], "w1", 5) == {"mine", "older", "expired"}
+    assert store.claim(["theirs"], "w2", 5) == {"theirs"}
+    redis_client.set(store.claim_key("older"), b"3:w1")
+    redis_client.set(store.claim_key("newer"), b"6:w1")  # this owner under a newer token
+    redis_client.delete(store.claim_key("expired"))
+    for id_ in ("mine", "older", "theirs", "newer"):
+        redis_client.pexpire(store.claim_key(id_), 1_000)
+
+    ids = ["mine", "older", "theirs", "newer", "expired"]
+    assert store.renew(ids, "w1", 5) == {"mine", "older"}
+
+    for id_ in ("mine", "older"):
+        assert redis_client.pttl(store.claim_key(id_)) > 5_000, id_
+    for id_ in ("theirs", "newer"):
+        assert redis_client.pttl(store.claim_key(id_)) <= 1_000, id_
+    assert redis_client.get(store.claim_key("older")) == b"3:w1", "renewing keeps the value"
+    assert not redis_client.exists(store.claim_key("expired")), "a lapsed claim is not retaken"
+    assert store.renew(["mine"], "w2", 9) == set()
+
+
 def test_owner_names_with_colons_are_compared_whole(store: DedupStore) -> None:
     assert store.claim(["x"], "host:1:abc", 1) == {"x"}
     assert store.claim(["x"], "host:1", 1) == set()
@@ -266,12 +289,14 @@ def test_every_call_is_one_round_trip(
     store = make_store(round_trips.client)
     # the first script calls may load the scripts (NOSCRIPT -> SCRIPT LOAD)
     store.claim(["warm-up"], "w0", 1)
+    store.renew(["warm-up"], "w0", 1)
     store.mark_done(["warm-up"], "w0", 1)
     store.release(["warm-up"], "w0")
     ids = [f"id-{n}" for n in range(batch)]
 
     assert round_trips.count(lambda: store.filter_done(ids)) == 1
     assert round_trips.count(lambda: store.claim(ids, "w1", 1)) == 1
+    assert round_trips.count(lambda: store.renew(ids, "w1", 1)) == 1
     assert round_trips.count(lambda: store.release(ids[: (batch + 1) // 2], "w1")) == 1
     assert round_trips.count(lambda: store.mark_done(ids, "w1", 1)) == 1
     assert round_trips.count(lambda: store.ping()) == 1
@@ -285,6 +310,7 @@ def test_empty_batches_send_nothing(make_store: StoreFactory, round_trips: Round
     def all_empty() -> None:
         assert store.filter_done([]) == set()
         assert store.claim([], "w1", 1) == set()
+        assert store.renew([], "w1", 1) == set()
         store.mark_done([], "w1", 1)
         store.release([], "w1")
 

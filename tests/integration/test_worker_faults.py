@@ -47,6 +47,7 @@ from .test_worker import (
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy" / "local"
 SLOW_MODEL = "python:tests.integration.worker_models:slow_linear"
+VERY_SLOW_MODEL = "python:tests.integration.worker_models:very_slow_linear"
 PARTITIONS = 4
 #: After the expected results are in, how long to keep reading for an extra one.
 SETTLE_S = 2.0
@@ -676,3 +677,60 @@ def test_an_id_resubmitted_while_its_first_copy_is_in_flight_gets_one_result(
     assert not twice, f"{len(twice)} of {unanswered} ids got a second result: {twice[:5]}"
     assert results.ids() == Counter(key.decode() for key, _ in stream)
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
+
+
+# --- claim leases ---------------------------------------------------------------------------
+
+
+def test_a_batch_slower_than_the_claim_lease_keeps_its_ids_from_another_worker(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: Topics,
+    open_reader: Callable[..., TopicReader],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers get the same ids; 1 s batches outlast a 0.6 s lease; each id runs once.
+
+    The workers are in two groups on one input topic, so both read every
+    request, as with a re-submission to another partition. The one that claims
+    an id renews the claim while the id waits for and runs in its batch; the
+    other parks the id until the done-mark, then skips it.
+    """
+    # Worker threads of one process would share host/pid, hence claims: name each apart.
+    monkeypatch.setattr(_app, "worker_id", lambda: f"test-worker/{threading.get_ident()}")
+    stream = requests("req", 16)
+    configs = [
+        config_for(
+            topics,
+            kafka_bootstrap,
+            redis_url,
+            model=VERY_SLOW_MODEL,
+            max_batch_size=4,  # 4 batches: the last one's ids wait 3 s, then run 1 s
+            inference_queue_batches=4,
+            claim_ttl_ms=600,
+            consumer={},
+        )
+        for _ in range(2)
+    ]
+    results = open_reader(topics.output)
+    with capture_logs() as logs:
+        workers = [RunningWorker(config) for config in configs]
+        try:
+            produce(kafka_bootstrap, topics.input, stream)
+            results.wait_for(len(stream), timeout_s=90)
+            wait_until(
+                lambda: all(
+                    committed_equals_end(kafka_bootstrap, c.group_id, topics.input, PARTITIONS)
+                    for c in configs
+                ),
+                30,
+                "the commits of both groups to reach the end of the input",
+            )
+        finally:
+            for worker in workers:
+                worker.close()
+
+    twice = sorted(i for i, n in results.ids().items() if n > 1)
+    assert not twice, f"{len(twice)} ids ran on both workers: {twice[:5]}"
+    assert results.ids() == Counter(key.decode() for key, _ in stream)
+    assert not [e for e in logs if e["event"].startswith("claims lost")]

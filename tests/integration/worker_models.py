@@ -35,14 +35,27 @@ def poison_sensitive_linear() -> nn.Module:
 SLOW_BATCH_S = 0.02
 
 
+#: How long a batch of very_slow_linear takes: longer than the short claim leases of
+#: the lease-renewal test.
+VERY_SLOW_BATCH_S = 1.0
+
+
 class SlowLinear(PoisonSensitiveLinear):
-    """The same linear layer, without the poison check, taking SLOW_BATCH_S per batch."""
+    """The same linear layer, without the poison check, taking ``batch_s`` per batch."""
+
+    def __init__(self, batch_s: float = SLOW_BATCH_S) -> None:
+        super().__init__()
+        self.batch_s = batch_s
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        time.sleep(SLOW_BATCH_S)
+        time.sleep(self.batch_s)
         output: torch.Tensor = self.linear(batch)
         return output
 
 
 def slow_linear() -> nn.Module:
     return SlowLinear()
+
+
+def very_slow_linear() -> nn.Module:
+    return SlowLinear(VERY_SLOW_BATCH_S)

@@ -43,6 +43,7 @@ def test_counters_move_by_what_is_reported(metrics: WorkerMetrics) -> None:
     metrics.dead_lettered(WorkerReason.EXPIRED)
     metrics.retry(RetryKind.PARKED, 4)
     metrics.retry(RetryKind.REDIS)
+    metrics.claims_lost(2)
     assert value(metrics, "torchkafka_messages_consumed_total") == 7
     assert value(metrics, "torchkafka_dedup_skipped_total") == 3
     assert value(metrics, "torchkafka_dead_letters_total", reason="malformed_msgpack") == 1
@@ -51,6 +52,7 @@ def test_counters_move_by_what_is_reported(metrics: WorkerMetrics) -> None:
     assert value(metrics, "torchkafka_retries_total", kind="parked") == 4
     assert value(metrics, "torchkafka_retries_total", kind="redis") == 1
     assert value(metrics, "torchkafka_retries_total", kind="batch_split") == 0
+    assert value(metrics, "torchkafka_claims_lost_total") == 2
 
 
 def test_deliveries_count_by_outcome_and_time_end_to_end(metrics: WorkerMetrics) -> None:
@@ -120,7 +122,7 @@ def test_each_worker_has_its_own_registry() -> None:
 
 def test_names_are_unique_prefixed_in_base_units_and_documented(metrics: WorkerMetrics) -> None:
     names = exported_names(metrics)
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 13
     assert not [n for n in names if re.search(r"_(ms|milliseconds|kb|mb)(_|$)", n)]
     section = DOC.read_text().partition("## Metrics and health")[2].partition("\n## ")[0]
     documented = set(re.findall(r"^\| `(torchkafka_[a-z_]+)` \|", section, re.MULTILINE))
