@@ -52,6 +52,7 @@ class Gate:
         self._owner = owner
         self._fail_open = fail_open
         self._in_flight: set[str] = set()
+        self._lost: set[str] = set()  # in flight, and the claim is gone: renewed no more
 
     def admit(self, records: Sequence[Record], fencing_token: int) -> Admission:
         """Decode ``records`` (dead-lettering bad ones), then gate them on dedup."""
@@ -100,33 +101,41 @@ class Gate:
         return admission
 
     def renew(self, fencing_token: int) -> set[str]:
-        """Extend the claims on the ids this worker runs; the ids whose claims were lost.
+        """Extend the claims on the ids this worker runs; the ids whose claims are newly lost.
 
         A lost claim (expired, or taken by another worker) means its id may be
-        running elsewhere as well. Nothing is lost while Redis is away: the
-        claims are left to expire, and the next renewal tries again.
+        running elsewhere as well; it is reported once and not renewed again.
+        If Redis does not answer, the claims are left as they are (the next
+        renewal tries again).
         """
-        ids = list(self._in_flight)
+        ids = list(self._in_flight - self._lost)
         try:
             renewed = self._dedup.renew(ids, self._owner, fencing_token)
         except TransientError as exc:
             log.warning("could not renew claims", count=len(ids), error=str(exc))
             return set()
-        return set(ids) - renewed
+        lost = set(ids) - renewed
+        self._lost |= lost
+        return lost
 
     def settled(self, ids: Iterable[str]) -> None:
         """``ids`` have their result or dead letter acknowledged: no longer in flight."""
-        self._in_flight.difference_update(ids)
+        self._forget(ids)
 
     def release(self, ids: Sequence[str]) -> None:
         """Give up this worker's claims on ``ids`` (best effort: they expire anyway)."""
-        self._in_flight.difference_update(ids)
+        self._forget(ids)
         try:
             self._dedup.release(ids, self._owner)
         except TransientError as exc:
             log.warning(
                 "could not release claims; they will expire", count=len(ids), error=str(exc)
             )
+
+    def _forget(self, ids: Iterable[str]) -> None:
+        gone = set(ids)
+        self._in_flight -= gone
+        self._lost -= gone
 
     def _decode(self, record: Record) -> Admitted | None:
         try:

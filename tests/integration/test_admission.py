@@ -1,0 +1,56 @@
+"""The dedup gate against the real Redis: claims of ids in flight and their renewal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+import torch
+from confluent_kafka import Producer
+
+from torchkafka.codecs import DEFAULT_LIMITS, Request
+from torchkafka.worker._admission import Gate
+from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._metrics import WorkerMetrics
+from torchkafka.worker._publisher import Publisher
+from torchkafka.worker._records import Admitted, Record
+from torchkafka.worker._retry import RetrySettings
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, key_prefix: str) -> DedupStore:
+    return DedupStore(redis_client, f"{key_prefix}ns", 60, 10_000, RetrySettings())
+
+
+@pytest.fixture
+def gate(kafka_bootstrap: str, store: DedupStore) -> Iterator[Gate]:
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})  # the gate publishes nothing here
+    publisher = Publisher(producer, "out", "dead", "w1", WorkerMetrics())
+    yield Gate(publisher, store, DEFAULT_LIMITS, "x", "w1", fail_open=False)
+    producer.flush(5)
+
+
+def admitted(request_id: str, offset: int) -> Admitted:
+    record = Record("in", 0, offset, None, b"", [], 0.0)
+    tensor = torch.zeros(1)
+    return Admitted(record, Request(id=request_id, inputs={"x": tensor}), tensor)
+
+
+def test_a_lost_claim_is_reported_once_and_the_others_are_renewed(
+    gate: Gate, store: DedupStore, redis_client: redis.Redis
+) -> None:
+    admission = gate.gate([admitted("a", 0), admitted("b", 1), admitted("c", 2)], 1)
+    assert [a.request.id for a in admission.admitted] == ["a", "b", "c"]
+    redis_client.set(store.claim_key("a"), b"1:w2")  # taken over by another worker
+    redis_client.delete(store.claim_key("b"))  # expired
+    redis_client.pexpire(store.claim_key("c"), 1_000)
+
+    assert gate.renew(1) == {"a", "b"}
+    assert redis_client.pttl(store.claim_key("c")) > 5_000
+    assert gate.renew(1) == set(), "lost claims are reported once"
+
+    gate.settled(["a", "b"])
+    assert gate.gate([admitted("b", 3)], 1).admitted, "a settled id can be claimed again"
+    redis_client.delete(store.claim_key("b"))
+    assert gate.renew(1) == {"b"}, "its new claim is renewed, and reported when lost"
