@@ -7,8 +7,11 @@ another id's key)::
     {namespace}:done:ID    "<token>"            EX done_ttl_s
     {namespace}:claim:ID   "<token>:<owner>"    PX claim_ttl_ms
 
-Per DESIGN.md "Dedup ordering": claim (short lease, fenced by the consumer-group
-generation) -> infer -> produce -> delivery ack -> ``mark_done`` -> commit.
+Per DESIGN.md "Dedup ordering": claim (short lease, ``renew``-ed while in
+progress, fenced by a token) -> infer -> produce -> delivery ack -> ``mark_done``
+-> commit. The worker's token is its own assignment epoch, not the consumer
+group's generation, which confluent-kafka does not expose; docs/worker.md
+("Claims and their fencing token") says what follows from that.
 
 Every call is one command, hence one round trip, whatever the batch size:
 ``filter_done`` is one MGET; ``claim``, ``renew``, ``mark_done`` and ``release``
@@ -210,7 +213,7 @@ class DedupStore:
         renewed (claim again to extend a lease); one under a newer token is not,
         and neither is another owner's claim, whatever its token: the same id
         can arrive on a partition another worker owns (a duplicate submission),
-        so a newer generation does not prove the holder is gone.
+        so a newer token does not prove the holder is gone.
         """
         unique = _unique(ids)
         if not unique:
