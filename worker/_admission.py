@@ -100,6 +100,11 @@ class Gate:
                 admission.parked.append(candidate)
         return admission
 
+    @property
+    def fail_open(self) -> bool:
+        """Whether work goes on without dedup while Redis is away."""
+        return self._fail_open
+
     def renew(self, fencing_token: int) -> set[str]:
         """Extend the claims on the ids this worker runs; the ids whose claims are newly lost.
 

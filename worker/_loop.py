@@ -209,7 +209,10 @@ class WorkerLoop:
             self._guard.record(delivery.outcome is Outcome.DEAD_LETTER)
 
     def _mark_done(self, deliveries: list[Delivery]) -> bool:
-        """Write done-marks for delivered results; False (and held) while Redis is away."""
+        """Write done-marks for delivered results; False (and held) while Redis is away.
+
+        Fail-open, results go unmarked instead: the worker goes on without dedup.
+        """
         for delivery in deliveries:
             if delivery.error is not None:
                 # librdkafka has already retried for delivery.timeout.ms: stop without
@@ -219,6 +222,14 @@ class WorkerLoop:
         try:
             self._dedup.mark_done(ids, self._owner, self._epoch)
         except TransientError as exc:
+            if self._gate.fail_open:
+                log.warning(
+                    "cannot write done-marks; committing without them (fail-open)",
+                    count=len(ids),
+                    error=str(exc),
+                )
+                self._unmarked = []
+                return True
             log.warning("cannot write done-marks yet; holding commits", error=str(exc))
             self._unmarked = deliveries
             return False

@@ -366,6 +366,33 @@ def test_sigterm_while_redis_is_away_commits_exactly_what_was_answered(
         assert len(during) <= given_up[0]["count"] <= len(answered)
 
 
+def test_fail_open_keeps_answering_and_committing_while_redis_is_away(
+    kafka_bootstrap: str,
+    topics: Topics,
+    private_redis: PrivateRedis,
+    open_reader: Callable[..., TopicReader],
+) -> None:
+    """With ``redis_outage = "fail-open"`` an outage neither pauses the worker nor its commits."""
+    private_redis.stop()
+    stream = requests("req", 40)
+    config = config_for(
+        topics, kafka_bootstrap, private_redis.url, redis_outage="fail-open", consumer={}
+    )
+    results = open_reader(topics.output)
+    worker = RunningWorker(config)
+    try:
+        produce(kafka_bootstrap, topics.input, stream)
+        results.wait_for(len(stream), timeout_s=90)
+        wait_until(
+            lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
+            30,
+            "the commits to reach the end of the input",
+        )
+    finally:
+        worker.close()
+    assert results.ids() == Counter(key.decode() for key, _ in stream)
+
+
 # --- worker processes -----------------------------------------------------------------------
 
 
