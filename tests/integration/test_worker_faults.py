@@ -1,5 +1,6 @@
-"""The worker under faults: Redis restarted mid-stream, SIGTERM mid-stream, two workers,
-and ids re-submitted while their first copy is still being processed.
+"""The worker under faults: Redis restarted mid-stream, SIGTERM mid-stream (also while
+Redis is away), fail-open, two workers, rebalances mid-stream, ids re-submitted while
+their first copy is still being processed, and batches that outlast the claim lease.
 
 Each test has its own topics and consumer group and checks the delivery
 promise of docs/worker.md: every request id gets exactly one result, the
