@@ -15,30 +15,23 @@ and prints msg/s for both and their ratio. Needs the local Kafka and Redis
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-import redis
 import torch
-from confluent_kafka import Consumer, Producer, TopicPartition
+from e2e_harness import bench_topics, log, produce, read_results, result_rate, run_worker_until
 
-from torchkafka.codecs import decode_result
-from torchkafka.topology import TopicSpec, admin_client, delete_topics, ensure_topics
-from torchkafka.worker._app import run_worker
 from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._env import kafka_bootstrap, redis_url
 from torchkafka.worker._logging import configure_logging
 from torchkafka.worker._model_loader import load_model, resolve_device
 from torchkafka.worker._model_spec import parse_model_spec
 from torchkafka.worker._processing import parse_postprocess, parse_preprocess
-from torchkafka.worker._producing import RequestFactory, Sender, produce_requests, synthetic_input
+from torchkafka.worker._producing import RequestFactory, synthetic_input
 from torchkafka.worker._runtime import ModelRuntime
 
 BATCH = 32
-PARTITIONS = 4
 
 
 @dataclass(frozen=True)
@@ -55,10 +48,6 @@ TINY = Case("mlp float32[64]", "python:bench_models:mlp", "none", "raw", (64,), 
 RESNET = Case(
     "resnet18 uint8 3x64x64", "torchvision:resnet18", "imagenet", "topk:5", (3, 64, 64), "uint8"
 )
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def bare_rate(case: Case, budget_s: float) -> tuple[int, float]:
@@ -84,29 +73,14 @@ def bare_rate(case: Case, budget_s: float) -> tuple[int, float]:
 def end_to_end_rate(case: Case, bootstrap: str, redis_address: str, count: int) -> float:
     """Results per second of one worker draining ``count`` pre-produced requests."""
     run = f"torchkafka.bench.{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{run}.{name}" for name in ("requests", "results", "dead-letters")}
-    admin = admin_client(bootstrap)
-    ensure_topics(
-        admin,
-        [
-            TopicSpec(topics["requests"], PARTITIONS),
-            TopicSpec(topics["results"], PARTITIONS),
-            TopicSpec(topics["dead-letters"], 1),
-        ],
-    )
-    try:
-        sender = Sender(
-            Producer({"bootstrap.servers": bootstrap, "linger.ms": 5}), topics["requests"]
-        )
+    with bench_topics(bootstrap, redis_address, run) as topics:
         inputs = [synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)]
-        produce_requests(sender, RequestFactory(run, inputs), count, progress=False)
-        if sender.stats.failed:
-            raise RuntimeError(f"pre-producing failed: {sender.stats.errors}")
+        produce(bootstrap, topics.requests, RequestFactory(run, inputs), count)
         config = WorkerConfig(
             model=case.model,
-            input_topic=topics["requests"],
-            output_topic=topics["results"],
-            dead_letter_topic=topics["dead-letters"],
+            input_topic=topics.requests,
+            output_topic=topics.results,
+            dead_letter_topic=topics.dead_letters,
             group_id=run,
             bootstrap=bootstrap,
             redis_url=redis_address,
@@ -117,83 +91,8 @@ def end_to_end_rate(case: Case, bootstrap: str, redis_address: str, count: int) 
             dedup_ttl_s=600,
             metrics_port=0,  # no HTTP server: nothing to collide with a running worker
         )
-        _run_worker_until(config, count, timeout_s=150)
-        return _result_rate(bootstrap, topics["results"], count)
-    finally:
-        delete_topics(admin, topics.values())
-        _delete_dedup_keys(redis_address, topics["results"])
-
-
-def _run_worker_until(config: WorkerConfig, results: int, timeout_s: float) -> None:
-    """Run one worker in a thread until ``results`` are on its output topic."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            run_worker(config, stop)
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, name="bench-worker")
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while _end_offset(config.bootstrap, config.output_topic) < results:
-            if errors or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not produce {results} results: {errors}")
-            time.sleep(0.5)
-    finally:
-        stop.set()
-        thread.join(60)
-
-
-def _end_offset(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "torchkafka-bench-offsets"})
-    try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-            for p in range(PARTITIONS)
-        )
-    finally:
-        consumer.close()
-
-
-def _result_rate(bootstrap: str, topic: str, count: int) -> float:
-    """Results per second between the first and the last result's timestamp."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"torchkafka-bench-reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    stamps_ms: list[int] = []
-    ids: set[str] = set()
-    deadline = time.monotonic() + 60
-    try:
-        while len(stamps_ms) < count and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=0.5):
-                if message.error() is None:
-                    ids.add(decode_result(message.value() or b"").id)
-                    stamps_ms.append(message.timestamp()[1])
-    finally:
-        consumer.close()
-    if len(ids) != count:
-        raise RuntimeError(f"expected {count} distinct results, read {len(ids)}")
-    return (count - 1) / ((max(stamps_ms) - min(stamps_ms)) / 1000)
-
-
-def _delete_dedup_keys(url: str, output_topic: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"torchkafka:{output_topic}:*", count=10_000))
-        for start in range(0, len(keys), 10_000):
-            client.unlink(*keys[start : start + 10_000])
-    finally:
-        client.close()
+        run_worker_until(config, count, timeout_s=150)
+        return result_rate(read_results(bootstrap, topics.results, count))
 
 
 def main() -> None:

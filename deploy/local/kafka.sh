@@ -46,7 +46,10 @@ readonly JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -D
 readonly MIN_JAVA_MAJOR=17
 
 JAVA="java"
+# Readiness probes ask for metadata with kcat; where it is missing, with
+# confluent-kafka under $PYTHON (KCAT empty): see require_kcat.
 KCAT="kcat"
+readonly PYTHON="${TORCHKAFKA_PYTHON:-python3}"
 
 # Filled in by select_mode.
 MODE=""
@@ -99,9 +102,11 @@ Environment:
   KAFKA_JVM_OPTS         Other JVM flags (default "-XX:+UseSerialGC
                          -XX:TieredStopAtLevel=1 -Djava.awt.headless=true").
   JAVA_HOME              If set, \$JAVA_HOME/bin/java is used instead of java on PATH.
+  TORCHKAFKA_PYTHON      Python whose confluent-kafka answers the readiness probes
+                         when kcat is not installed (default python3).
 
-Requires java >= $MIN_JAVA_MAJOR, kcat, and (for fetch) mvn; see
-deploy/local/install-system-deps.sh.
+Requires java >= $MIN_JAVA_MAJOR, kcat (or confluent-kafka in \$TORCHKAFKA_PYTHON),
+and (for fetch) mvn; see deploy/local/install-system-deps.sh.
 EOF
 }
 
@@ -134,6 +139,8 @@ require_kcat() {
     KCAT="kcat"
   elif command -v kafkacat >/dev/null 2>&1; then
     KCAT="kafkacat" # the package's old name on some distributions
+  elif "$PYTHON" -c 'import confluent_kafka' >/dev/null 2>&1; then
+    KCAT="" # e.g. a GPU machine with the Python client but no kcat (bench/gpu_check.sh)
   else
     missing_tool kcat kcat
   fi
@@ -372,9 +379,22 @@ node_pid() {
 # given bootstrap servers, or fails when none answers.
 metadata_broker_ids() {
   local out
-  out="$("$KCAT" -b "$1" -L -m 3 2>/dev/null)" || return 1
+  if [[ -n $KCAT ]]; then
+    out="$("$KCAT" -b "$1" -L -m 3 2>/dev/null)" || return 1
+  else
+    out="$("$PYTHON" -c "$METADATA_PROBE" "$1" 2>/dev/null)" || return 1
+  fi
   sed -n 's/^ *broker \([0-9][0-9]*\) at .*/\1/p' <<<"$out" | sort -n
 }
+
+# kcat -L's broker lines ("  broker ID at HOST:PORT") through confluent-kafka.
+readonly METADATA_PROBE='
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0})
+for broker in admin.list_topics(timeout=3).brokers.values():
+    print(f"  broker {broker.id} at {broker.host}:{broker.port}")
+'
 
 # True when every broker of the selected mode answers a metadata request on
 # its own port and each response lists all of the mode's broker ids. (Asking
