@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from torchkafka.codecs import DEFAULT_LIMITS, ModelInfo, TorchKafkaError
+from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
 from torchkafka.topology import admin_client
 from torchkafka.worker._admission import Gate
 from torchkafka.worker._batcher import MicroBatcher, StagingPool
@@ -29,12 +29,11 @@ from torchkafka.worker._health import Health, health_endpoints
 from torchkafka.worker._inference import InferenceWorker
 from torchkafka.worker._loop import WorkerLoop
 from torchkafka.worker._metrics import WorkerMetrics
-from torchkafka.worker._model_loader import load_model, resolve_device
-from torchkafka.worker._model_spec import parse_model_spec
-from torchkafka.worker._processing import parse_postprocess, parse_preprocess
+from torchkafka.worker._model_loader import resolve_device
+from torchkafka.worker._model_setup import build_runtime, watched_files
 from torchkafka.worker._publisher import Publisher
+from torchkafka.worker._reload import Reloader
 from torchkafka.worker._retry import RetrySettings
-from torchkafka.worker._runtime import ModelRuntime
 
 log = structlog.get_logger(__name__)
 
@@ -44,17 +43,26 @@ def worker_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-def run_worker(config: WorkerConfig, stop: threading.Event, worker_index: int = 0) -> None:
+def run_worker(
+    config: WorkerConfig,
+    stop: threading.Event,
+    worker_index: int = 0,
+    reload: threading.Event | None = None,
+) -> None:
     """Load the model, connect, and process until ``stop`` is set (or a fatal error).
 
-    The metrics and health endpoints listen, from the start, on
-    ``config.metrics_port + worker_index`` (unless the port is 0).
+    The model is built and warmed up before the consumer joins its group, so
+    a rebalance never hands partitions to a worker that cannot serve them
+    yet. Setting ``reload`` (SIGHUP) loads the model again beside the running
+    one and swaps it in between batches. The metrics and health endpoints
+    listen, from the start, on ``config.metrics_port + worker_index`` (unless
+    the port is 0).
     """
     metrics = WorkerMetrics()
     health = Health(stop)
     port = config.metrics_port + worker_index if config.metrics_port else 0
     with health_endpoints(config.metrics_host, port, health, metrics.registry):
-        _run(config, stop, metrics, health, worker_index)
+        _run(config, stop, metrics, health, worker_index, reload)
 
 
 def _run(
@@ -63,24 +71,25 @@ def _run(
     metrics: WorkerMetrics,
     health: Health,
     worker_index: int,
+    reload: threading.Event | None,
 ) -> None:
     me = worker_id()
     structlog.contextvars.bind_contextvars(worker=me)
     device = resolve_device(config.device)
-    loaded = load_model(parse_model_spec(config.model), config.weights, device)
-    runtime = ModelRuntime(
-        loaded,
-        parse_preprocess(config.preprocess),
-        parse_postprocess(config.postprocess),
-        device,
-        processes=config.workers,
+    runtime = build_runtime(config, device)
+    log.info(
+        "model loaded",
+        model=runtime.info.name,
+        version=runtime.info.version,
+        device=str(device),
+        backend=config.backend,
+        precision=config.precision,
     )
-    log.info("model loaded", model=loaded.name, version=loaded.version, device=str(device))
     health.model_loaded()
     _check_topics(config)
     dedup = DedupStore(
         _redis_client(config.redis_url),
-        namespace=f"torchkafka:{config.output_topic}:{loaded.name}",
+        namespace=f"torchkafka:{config.output_topic}:{runtime.info.name}",
         done_ttl_s=config.dedup_ttl_s,
         claim_ttl_ms=config.claim_ttl_ms,
         retry=RetrySettings(),
@@ -102,9 +111,8 @@ def _run(
     publisher = Publisher(producer, config.output_topic, config.dead_letter_topic, me, metrics)
     inference = InferenceWorker(
         runtime,
-        StagingPool(),
+        StagingPool(pin_memory=device.type == "cuda"),
         publisher,
-        ModelInfo(loaded.name, loaded.version),
         me,
         config.inference_queue_batches,
         metrics,
@@ -146,20 +154,28 @@ def _run(
         metrics=metrics,
         health=health,
     )
+    reloader = Reloader(
+        lambda: inference.swap_runtime(build_runtime(config, device)),
+        watched_files(config),
+        config.model_watch_s,
+        requests=reload,
+    )
     inference.start()
+    reloader.start()
     log.info("consuming", topic=config.input_topic, group=config.group_id)
     try:
         loop.run(stop)
     finally:
+        reloader.stop(timeout_s=5)
         inference.stop(timeout_s=5)
         producer.flush(10)
     log.info("stopped")
 
 
 def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:
-    """Run one worker until SIGTERM/SIGINT; the process exit code (errors are logged)."""
+    """Run one worker until SIGTERM/SIGINT, reloading on SIGHUP; the exit code (errors logged)."""
     try:
-        run_worker(config, stop_on_signals(), worker_index)
+        run_worker(config, stop_on_signals(), worker_index, reload_on_sighup())
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         return 2
@@ -180,6 +196,17 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     return stop
+
+
+def reload_on_sighup() -> threading.Event:
+    """An event set by SIGHUP (reload the model); call on the main thread."""
+    reload = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        reload.set()
+
+    signal.signal(signal.SIGHUP, handle)
+    return reload
 
 
 def _redis_client(url: str) -> redis.Redis:

@@ -76,6 +76,11 @@ class WorkerConfig:
         (),
     )
     cuda_graphs: bool = _field("replay CUDA graphs captured per batch bucket (CUDA only)", False)
+    model_watch_s: float = _field(
+        "check the model and weights files this often (seconds) and reload a changed one; "
+        "0: reload on SIGHUP only",
+        0.0,
+    )
     max_batch_size: int = _field("largest micro-batch", 32)
     max_wait_ms: float = _field("longest a request waits for its batch to fill", 5.0)
     inference_queue_batches: int = _field("batches queued for the model before pausing", 2)
@@ -132,12 +137,8 @@ class WorkerConfig:
             )
         if self.input_shape is not None and any(dim < 1 for dim in self.input_shape):
             raise StartupError(f"input_shape dimensions must be >= 1, got {self.input_shape}")
-        if self.backend != "eager" and self.input_shape is None:
-            raise StartupError(
-                f"backend {self.backend} needs --input-shape (an example input to build it)"
-            )
-        if self.backend == "int8" and self.calibration is None:
-            raise StartupError("backend int8 needs --calibration (representative inputs)")
+        if self.model_watch_s < 0:
+            raise StartupError(f"model_watch_s must be >= 0, got {self.model_watch_s}")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "redis_url"}

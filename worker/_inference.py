@@ -58,14 +58,11 @@ class InferenceWorker:
         runtime: ModelRuntime,
         pool: StagingPool,
         publisher: Publisher,
-        model: ModelInfo | None,
         worker_id: str,
         queue_batches: int,
         metrics: WorkerMetrics,
     ) -> None:
-        """``model`` is redundant (results report ``runtime.info``); when given it must match."""
-        if model is not None and model != runtime.info:
-            raise ValueError(f"model {model} is not the runtime's {runtime.info}")
+        """Results report the model name and version of the runtime that computed them."""
         self._runtime = runtime
         self._pool = pool
         self._publisher = publisher

@@ -1,5 +1,7 @@
 """Runs N worker processes of one consumer group and stops them together.
 
+SIGTERM/SIGINT stop every worker (each drains); SIGHUP makes each reload its model.
+
 Worker ``i`` (from 0) serves its metrics and health endpoints on
 ``metrics_port + i``.
 """
@@ -7,6 +9,7 @@ Worker ``i`` (from 0) serves its metrics and health endpoints on
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 from types import FrameType
@@ -41,8 +44,14 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
             if process.pid is not None and process.is_alive():
                 process.terminate()  # SIGTERM: the child drains and leaves the group
 
+    def reload(_signum: int, _frame: FrameType | None) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)  # each child reloads its model
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     for process in processes:
         process.start()
     log.info("workers started", count=len(processes), pids=[p.pid for p in processes])

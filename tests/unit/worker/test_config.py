@@ -100,8 +100,7 @@ def test_model_runtime_settings_come_from_strings_and_toml(tmp_path: Path) -> No
         ({"channels_last": "maybe"}, "channels_last: cannot use 'maybe'"),
         ({"batch_buckets": "1,8,64"}, r"largest batch bucket \(64\) must equal max_batch_size"),
         ({"batch_buckets": "0,32"}, "batch_buckets must be >= 1"),
-        ({"backend": "torchscript"}, "backend torchscript needs --input-shape"),
-        ({"backend": "int8", "input_shape": "4"}, "backend int8 needs --calibration"),
+        ({"model_watch_s": "-1"}, "model_watch_s must be >= 0"),
         ({"input_shape": "3,0"}, "input_shape dimensions must be >= 1"),
     ],
 )

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tests.unit.worker import tiny_models
-from torchkafka.codecs import ModelInfo, Request, Result, decode_result
+from torchkafka.codecs import Request, Result, decode_result
 from torchkafka.worker._batcher import Batch, BatchItem, StagingPool
 from torchkafka.worker._buckets import Buckets
 from torchkafka.worker._inference import InferenceWorker
@@ -143,7 +143,7 @@ def make_worker(
     rt: ModelRuntime, publisher: FakePublisher, pool: StagingPool | None = None
 ) -> InferenceWorker:
     pool = pool or StagingPool(pin_memory=False)
-    return InferenceWorker(rt, pool, publisher, None, "w", 8, WorkerMetrics())
+    return InferenceWorker(rt, pool, publisher, "w", 8, WorkerMetrics())
 
 
 def run(worker: InferenceWorker, *batches: Batch[Admitted]) -> None:
@@ -288,14 +288,6 @@ def test_a_swap_takes_effect_between_batches(pipelined: bool, poisoned: bool) ->
         assert set(publisher.dead_letters) == {"r2"}
     else:
         assert versions == {"r1": "old", "r2": "old", "r3": "new"}
-
-
-def test_the_model_argument_must_match_the_runtime() -> None:
-    rt = make_runtime(Doubling(), False)
-    pool = StagingPool(pin_memory=False)
-    with pytest.raises(ValueError, match="is not the runtime's"):
-        InferenceWorker(rt, pool, FakePublisher(), ModelInfo("m", "2"), "w", 1, WorkerMetrics())
-    InferenceWorker(rt, pool, FakePublisher(), rt.info, "w", 1, WorkerMetrics())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
