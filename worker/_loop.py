@@ -218,7 +218,7 @@ class WorkerLoop:
                 # librdkafka has already retried for delivery.timeout.ms: stop without
                 # committing, so that a restarted worker processes the record again.
                 raise KafkaException(delivery.error)
-        ids = [d.request_id for d in deliveries if d.outcome is Outcome.RESULT and d.request_id]
+        ids = _result_ids(deliveries)
         try:
             self._dedup.mark_done(ids, self._owner, self._epoch)
         except TransientError as exc:
@@ -248,7 +248,7 @@ class WorkerLoop:
         while self._unmarked and self._clock() < deadline:
             self._settle()  # each failing try takes the Redis retries' backoff
         if self._unmarked:
-            ids = [d.request_id for d in self._unmarked if d.outcome is Outcome.RESULT]
+            ids = _result_ids(self._unmarked)
             log.error(
                 "redis still away at shutdown: committing delivered results without "
                 "done-marks; a replay or re-submission of these ids gets a second result",
@@ -386,6 +386,11 @@ def assign_paused(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             raise
         consumer.assign(partitions)
     consumer.pause(partitions)
+
+
+def _result_ids(deliveries: Iterable[Delivery]) -> list[str]:
+    """The request ids of the results among ``deliveries``: those that get done-marks."""
+    return [d.request_id for d in deliveries if d.outcome is Outcome.RESULT and d.request_id]
 
 
 def _usable(message: Message) -> bool:
