@@ -38,7 +38,7 @@ class WorkerConfig:
     """Everything one worker process needs; ``torchkafka run --help`` describes each field."""
 
     model: str = _field(
-        "model spec: torchvision:NAME, torchscript:PATH, export:PATH, python:MOD:FN"
+        "model spec: torchvision:NAME, torchscript:PATH, export:PATH, aoti:PATH, python:MOD:FN"
     )
     input_topic: str = _field("topic to read requests from")
     output_topic: str = _field("topic to write results to")

@@ -4,7 +4,7 @@ A loaded model's ``name`` is the torchvision model name, the artifact's file
 stem (``model`` for ``model.pt2``) or the factory path. Its ``version``
 follows one rule:
 
-- a file is involved (the torchscript or export artifact, or a weights
+- a file is involved (the torchscript, export or aoti artifact, or a weights
   file for torchvision and python models): the first 12 hex digits of the
   file's SHA-256, so the same bytes always report the same version;
 - torchvision without weights: ``"random-init"``;
@@ -20,7 +20,7 @@ import importlib
 import inspect
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,17 +71,15 @@ def resolve_device(text: str) -> torch.device:
 def load_model(spec: ModelSpec, weights: Path | None, device: torch.device) -> LoadedModel:
     """Load ``spec`` (with an optional state-dict file) in eval mode on ``device``.
 
-    ``weights`` applies to torchvision and python models only; torchscript and
-    export files carry their own. Every failure is a ``StartupError``.
+    ``weights`` applies to torchvision and python models only; artifact files
+    (torchscript, export, aoti) carry their own. Every failure is a ``StartupError``.
     """
-    if weights is not None and spec.kind in ("torchscript", "export"):
-        raise StartupError(f"{spec} carries its own weights; do not pass a weights file too")
-    if spec.kind == "torchscript":
-        path = _existing_file(spec.target, "torchscript")
-        return LoadedModel(_load_torchscript(path, device), path.stem, _file_version(path))
-    if spec.kind == "export":
-        path = _existing_file(spec.target, "export")
-        return LoadedModel(_load_exported(path, device), path.stem, _file_version(path))
+    if spec.artifact is not None:
+        if weights is not None:
+            raise StartupError(f"{spec} carries its own weights; do not pass a weights file too")
+        path = _existing_file(str(spec.artifact), spec.kind)
+        load = _ARTIFACT_LOADERS[spec.kind]
+        return LoadedModel(load(path, device), path.stem, _file_version(path))
     if spec.kind == "torchvision":
         module, name, version = _build_torchvision(spec.target), spec.target, RANDOM_INIT
     else:
@@ -128,6 +126,39 @@ def _load_exported(path: Path, device: torch.device) -> torch.nn.Module:
     except Exception as exc:  # any deserialization failure means "cannot start"
         raise StartupError(f"cannot load torch.export file {path}: {exc}") from exc
     return program.module()
+
+
+def _load_aoti(path: Path, device: torch.device) -> torch.nn.Module:
+    """An AOTInductor package: compiled ahead of time for one device type and CPU ISA."""
+    try:
+        compiled = torch._inductor.aoti_load_package(str(path))
+    except Exception as exc:  # any deserialization failure means "cannot start"
+        raise StartupError(f"cannot load AOTInductor package {path}: {exc}") from exc
+    built_for = compiled.get_metadata().get("AOTI_DEVICE_KEY", "?")
+    if built_for != device.type:
+        raise StartupError(
+            f"AOTInductor package {path} was built for {built_for}, not {device}; build it "
+            f"again with torchkafka model build --device {device.type}"
+        )
+    return _CompiledPackage(compiled)
+
+
+class _CompiledPackage(torch.nn.Module):
+    """An AOTInductor package as a module (it has no train/eval mode, nor parameters)."""
+
+    def __init__(self, compiled: Callable[..., object]) -> None:
+        super().__init__()
+        self._compiled = compiled
+
+    def forward(self, batch: torch.Tensor) -> object:
+        return self._compiled(batch)
+
+
+_ARTIFACT_LOADERS: dict[str, Callable[[Path, torch.device], torch.nn.Module]] = {
+    "torchscript": _load_torchscript,
+    "export": _load_exported,
+    "aoti": _load_aoti,
+}
 
 
 def _build_torchvision(name: str) -> torch.nn.Module:

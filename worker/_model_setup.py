@@ -172,9 +172,8 @@ def calibration_batches(
 
 def watched_files(settings: ModelSettings) -> list[Path]:
     """The files a changed model would come in: the artifact and the weights, if any."""
-    spec = parse_model_spec(settings.model)
-    artifact = [Path(spec.target)] if spec.kind in ("torchscript", "export") else []
-    return artifact + ([settings.weights] if settings.weights is not None else [])
+    files = [parse_model_spec(settings.model).artifact, settings.weights]
+    return [file for file in files if file is not None]
 
 
 def model_input(preprocess: Preprocess, rows: torch.Tensor, device: torch.device) -> torch.Tensor:

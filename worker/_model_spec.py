@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 from torchkafka.worker._errors import StartupError
 
-ModelKind = Literal["torchvision", "torchscript", "export", "python"]
+ModelKind = Literal["torchvision", "torchscript", "export", "aoti", "python"]
 
 _KINDS: dict[str, ModelKind] = {kind: kind for kind in get_args(ModelKind)}
 
@@ -15,6 +16,7 @@ ACCEPTED_FORMS = (
     "torchvision:NAME (e.g. torchvision:resnet18)",
     "torchscript:PATH",
     "export:PATH (a torch.export .pt2 file)",
+    "aoti:PATH (an AOTInductor package, from torchkafka model build --backend compile)",
     "python:package.module:factory (a zero-argument callable returning an nn.Module)",
 )
 
@@ -24,11 +26,16 @@ class ModelSpec:
     """Where the model comes from: a ``kind`` and its ``target``.
 
     ``target`` is the torchvision model name, the file path (torchscript,
-    export) or ``package.module:factory`` (python).
+    export, aoti) or ``package.module:factory`` (python).
     """
 
     kind: ModelKind
     target: str
+
+    @property
+    def artifact(self) -> Path | None:
+        """The file the model is loaded from (it carries its weights), if any."""
+        return Path(self.target) if self.kind in ("torchscript", "export", "aoti") else None
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.target}"

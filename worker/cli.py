@@ -53,12 +53,34 @@ def _key_value(text: str) -> tuple[str, str]:
 _FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "Path | None": Path}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per WorkerConfig field, all defaulting to unset (None)."""
+#: The settings ``model build`` uses: those that say which model and how to optimize it.
+MODEL_BUILD_SETTINGS = frozenset(
+    {
+        "model",
+        "weights",
+        "device",
+        "preprocess",
+        "input_shape",
+        "input_dtype",
+        "backend",
+        "precision",
+        "channels_last",
+        "compile_mode",
+        "calibration",
+        "max_batch_size",
+        "batch_buckets",
+    }
+)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
+    """One flag per WorkerConfig field (or per field in ``only``), all defaulting to unset."""
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML file with any of the settings below"
     )
     for field in fields(WorkerConfig):
+        if only is not None and field.name not in only:
+            continue
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata["help"]
         if field.default not in (MISSING, None, ()):
@@ -128,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--dead-letter-topic", required=True)
     topics.add_argument("--partitions", type=_positive, default=4, help="input/output partitions")
     topics.add_argument("--replication-factor", type=_positive, default=1)
+
+    model = commands.add_parser(
+        "model",
+        help="build an optimized model ahead of time",
+        description="build: optimize the model as --backend says (torchscript, int8 or "
+        "compile), check it against eager, and save it to --output, so that workers load it "
+        "at once instead of compiling or calibrating at every start. Prints the model spec "
+        "to serve it with (torchscript:PATH or aoti:PATH; then use --backend eager). Takes "
+        "the same settings, file and environment variables as `run`; topics are not needed.",
+    )
+    model.add_argument("action", choices=["build"])
+    model.add_argument("--output", type=Path, required=True, help="file to write")
+    _add_config_flags(model, only=MODEL_BUILD_SETTINGS)
 
     _add_produce(commands)
     _add_consume(commands)
@@ -243,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(parser, args)
     if args.command == "topics":
         return _topics(args)
+    if args.command == "model":
+        return _model_build(parser, args)
     if args.command == "produce":
         return _produce(parser, args)
     if args.command == "consume":
@@ -267,6 +304,25 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from torchkafka.worker._supervisor import run_processes
 
     return run_processes(config, args.log_format, args.log_level)
+
+
+def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    flags = {name: getattr(args, name) for name in MODEL_BUILD_SETTINGS}
+    unused_topics = {"input_topic": "-", "output_topic": "-", "dead_letter_topic": "-"}
+    try:
+        config = load_config(args.config, os.environ, {**flags, **unused_topics})
+    except StartupError as exc:
+        parser.error(str(exc))
+    from torchkafka.worker._model_build import build_artifact
+    from torchkafka.worker._model_loader import resolve_device
+
+    try:
+        spec = build_artifact(config, resolve_device(config.device), args.output)
+    except StartupError as exc:
+        print(f"torchkafka model build: {exc}", file=sys.stderr)
+        return 2
+    print(spec)
+    return 0
 
 
 def _topics(args: argparse.Namespace) -> int:
