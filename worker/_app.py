@@ -153,6 +153,7 @@ def _run(
         poll_batch=config.poll_batch,
         metrics=metrics,
         health=health,
+        shutdown_redis_wait_s=config.shutdown_redis_wait_s,
     )
     reloader = Reloader(
         lambda: inference.swap_runtime(build_runtime(config, device)),

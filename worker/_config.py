@@ -89,6 +89,11 @@ class WorkerConfig:
     dedup_ttl_s: int = _field("how long a done id is remembered", 7 * 24 * 3600)
     claim_ttl_ms: int = _field("lease of a worker's claim on an id in progress", 60_000)
     redis_outage: RedisOutage = _field("pause, or fail-open (run without dedup)", "pause")
+    shutdown_redis_wait_s: float = _field(
+        "on shutdown, how long to wait for Redis to take the done-marks of delivered results "
+        "before committing without them",
+        10.0,
+    )
     dead_letter_max_ratio: float = _field("stop when more of the window is dead-lettered", 0.5)
     dead_letter_window: int = _field("messages the ratio is measured over", 1000)
     dead_letter_max_consecutive: int = _field("stop after this many dead letters in a row", 100)
@@ -137,6 +142,10 @@ class WorkerConfig:
             )
         if self.input_shape is not None and any(dim < 1 for dim in self.input_shape):
             raise StartupError(f"input_shape dimensions must be >= 1, got {self.input_shape}")
+        if self.shutdown_redis_wait_s < 0:
+            raise StartupError(
+                f"shutdown_redis_wait_s must be >= 0, got {self.shutdown_redis_wait_s}"
+            )
         if self.model_watch_s < 0:
             raise StartupError(f"model_watch_s must be >= 0, got {self.model_watch_s}")
 

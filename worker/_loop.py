@@ -42,8 +42,6 @@ PAUSE_AFTER_S = 0.5
 PARKED_RETRY_S = 0.5
 #: How often the consumer lag is measured (from the consumer's cached watermarks).
 LAG_INTERVAL_S = 5.0
-#: How long a shutdown waits for Redis to take the done-marks of delivered results.
-SHUTDOWN_REDIS_WAIT_S = 10.0
 
 
 class WorkerLoop:
@@ -63,8 +61,8 @@ class WorkerLoop:
         poll_batch: int,
         metrics: WorkerMetrics,
         health: Health,
+        shutdown_redis_wait_s: float,
         clock: Callable[[], float] = time.monotonic,
-        shutdown_redis_wait_s: float = SHUTDOWN_REDIS_WAIT_S,
     ) -> None:
         self._consumer = consumer
         self._input_topic = input_topic

@@ -10,7 +10,6 @@ committed offsets reach the end of the input, and nothing is dead-lettered.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -34,7 +33,6 @@ from structlog.testing import capture_logs
 
 from torchkafka.codecs import decode_result
 from torchkafka.worker import _app
-from torchkafka.worker._loop import WorkerLoop
 
 from .conftest import Topics
 from .test_worker import (
@@ -308,7 +306,6 @@ def test_sigterm_while_redis_is_away_commits_exactly_what_was_answered(
     topics: Topics,
     private_redis: PrivateRedis,
     open_reader: Callable[..., TopicReader],
-    monkeypatch: pytest.MonkeyPatch,
     redis_back: bool,
 ) -> None:
     """A worker stopped during an outage waits for Redis to take its done-marks, then commits.
@@ -318,10 +315,6 @@ def test_sigterm_while_redis_is_away_commits_exactly_what_was_answered(
     Either way the commits cover exactly the answered records: a restart
     redoes none of them and skips none of the rest.
     """
-    wait_s = 60.0 if redis_back else 1.0
-    monkeypatch.setattr(
-        _app, "WorkerLoop", functools.partial(WorkerLoop, shutdown_redis_wait_s=wait_s)
-    )
     config = config_for(
         topics,
         kafka_bootstrap,
@@ -331,6 +324,7 @@ def test_sigterm_while_redis_is_away_commits_exactly_what_was_answered(
         max_wait_ms=5.0,
         inference_queue_batches=50,  # about 400 records claimed and queued when Redis stops
         consumer={},
+        shutdown_redis_wait_s=60.0 if redis_back else 1.0,
     )
     results = open_reader(topics.output)
     with capture_logs() as logs:

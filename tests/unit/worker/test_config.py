@@ -101,6 +101,7 @@ def test_model_runtime_settings_come_from_strings_and_toml(tmp_path: Path) -> No
         ({"batch_buckets": "1,8,64"}, r"largest batch bucket \(64\) must equal max_batch_size"),
         ({"batch_buckets": "0,32"}, "batch_buckets must be >= 1"),
         ({"model_watch_s": "-1"}, "model_watch_s must be >= 0"),
+        ({"shutdown_redis_wait_s": "-0.5"}, "shutdown_redis_wait_s must be >= 0"),
         ({"input_shape": "3,0"}, "input_shape dimensions must be >= 1"),
     ],
 )
