@@ -14,10 +14,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -30,6 +31,7 @@ from torchkafka.worker._producing import RequestFactory, Sender, produce_request
 
 #: Partitions of the request and result topics.
 PARTITIONS = 4
+T = TypeVar("T")
 
 
 def log(text: str) -> None:
@@ -71,6 +73,30 @@ def bench_topics(
     finally:
         delete_topics(admin, [topics.requests, topics.results, topics.dead_letters])
         delete_dedup_keys(redis_url, topics.results)
+
+
+def on_own_thread(work: Callable[[], T]) -> T:
+    """``work()`` run on a new thread, as the worker's inference runs; its result or exception.
+
+    Bare-model timings use it to compare like with like: on a busy CPU,
+    torch's intra-op threads ran the main thread's batches markedly slower
+    than a new thread's.
+    """
+    outcome: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # re-raised on the calling thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="bench-bare")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return outcome[0]
 
 
 def produce(

@@ -63,6 +63,7 @@ from e2e_harness import (
     bench_topics,
     end_offset,
     log,
+    on_own_thread,
     produce,
     read_results,
     result_rate,
@@ -70,13 +71,13 @@ from e2e_harness import (
 from torch import nn
 from torchvision.models import resnet18
 
-from torchkafka.codecs import DTYPES, Result
-from torchkafka.worker._backends import Backend, OptimizeOptions, Precision, optimize
-from torchkafka.worker._buckets import Buckets
+from torchkafka.codecs import Result
+from torchkafka.worker._backends import Backend, Precision
 from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._env import kafka_bootstrap, redis_url
 from torchkafka.worker._logging import configure_logging
-from torchkafka.worker._model_loader import LoadedModel, load_model, resolve_device
+from torchkafka.worker._model_loader import load_model, resolve_device
+from torchkafka.worker._model_setup import build_runtime as build_worker_runtime
 from torchkafka.worker._model_spec import parse_model_spec
 from torchkafka.worker._processing import (
     IMAGENET_MEAN,
@@ -234,39 +235,13 @@ def worker_config(
 
 
 def build_runtime(config: WorkerConfig) -> ModelRuntime:
-    """The runtime a worker with ``config`` serves with: loaded, optimized, warmed up.
+    """The runtime a worker with ``config`` serves with, built by the worker's own code path.
 
-    The steps of the worker's composition root (worker/_app.py): load the
-    model, ``optimize`` it for the configured backend and precision with an
-    example batch of the largest bucket, wrap it in a ``ModelRuntime`` with
-    the buckets and CUDA graphs, and warm every bucket up.
+    worker/_model_setup.py's ``build_runtime``, as the worker's start-up calls
+    it: load the model, optimize it for the configured backend and precision,
+    wrap it in a ``ModelRuntime`` with the buckets and CUDA graphs, warm up.
     """
-    if config.input_shape is None:
-        raise ValueError("the check needs input_shape")
-    device = resolve_device(config.device)
-    loaded = load_model(parse_model_spec(config.model), config.weights, device)
-    preprocess = parse_preprocess(config.preprocess)
-    buckets = Buckets(config.batch_buckets) if config.batch_buckets else None
-    dtype = DTYPES[config.input_dtype]
-    rows = buckets.largest if buckets else config.max_batch_size
-    with torch.inference_mode():
-        example = preprocess(torch.zeros((rows, *config.input_shape), dtype=dtype, device=device))
-    options = OptimizeOptions(
-        config.backend, config.precision, config.channels_last, config.compile_mode
-    )
-    module = optimize(
-        loaded.module, options, example, device, batch_sizes=buckets.sizes if buckets else ()
-    )
-    runtime = ModelRuntime(
-        LoadedModel(module, loaded.name, loaded.version),
-        preprocess,
-        parse_postprocess(config.postprocess),
-        device,
-        buckets=buckets,
-        cuda_graphs=config.cuda_graphs,
-    )
-    runtime.warmup([(config.input_shape, dtype)])
-    return runtime
+    return build_worker_runtime(config, resolve_device(config.device))
 
 
 # ---------------------------------------------------------------------------
@@ -348,7 +323,14 @@ def verify(results: Sequence[Result], reference: Reference, atol: float) -> Verd
 
 
 def bare_rate(runtime: ModelRuntime, batch: torch.Tensor, seconds: float) -> float:
-    """Messages per second of ``runtime`` on ready batches, pipelined like the inference thread."""
+    """Messages per second of ``runtime`` on ready batches, pipelined like the inference thread.
+
+    On a thread of its own, as the worker's inference runs (``on_own_thread``).
+    """
+    return on_own_thread(lambda: _pipelined_rate(runtime, batch, seconds))
+
+
+def _pipelined_rate(runtime: ModelRuntime, batch: torch.Tensor, seconds: float) -> float:
     pin = runtime.device.type == "cuda"
     staging = [batch.pin_memory() if pin else batch.clone() for _ in range(2)]
     count = batch.shape[0]

@@ -20,7 +20,15 @@ import uuid
 from dataclasses import dataclass
 
 import torch
-from e2e_harness import bench_topics, log, produce, read_results, result_rate, run_worker_until
+from e2e_harness import (
+    bench_topics,
+    log,
+    on_own_thread,
+    produce,
+    read_results,
+    result_rate,
+    run_worker_until,
+)
 
 from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._env import kafka_bootstrap, redis_url
@@ -60,14 +68,18 @@ def bare_rate(case: Case, budget_s: float) -> tuple[int, float]:
         device,
     )
     batch = torch.stack([synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)])
-    for _ in range(3):
-        runtime.infer(batch)  # warm-up
-    batches = 0
-    start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < budget_s:
-        runtime.infer(batch)
-        batches += 1
-    return batches * BATCH, elapsed
+
+    def timed() -> tuple[int, float]:
+        for _ in range(3):
+            runtime.infer(batch)  # warm-up
+        batches = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < budget_s:
+            runtime.infer(batch)
+            batches += 1
+        return batches * BATCH, elapsed
+
+    return on_own_thread(timed)  # as the worker's inference thread runs
 
 
 def end_to_end_rate(case: Case, bootstrap: str, redis_address: str, count: int) -> float:

@@ -1,8 +1,10 @@
 """The GPU check's pure parts: verification, percentiles, rates, the table, its arguments."""
 
+import threading
+
 import pytest
 import torch
-from e2e_harness import ReadResult, result_rate
+from e2e_harness import ReadResult, on_own_thread, result_rate
 from gpu_check import (
     VARIANTS,
     Reference,
@@ -116,3 +118,10 @@ def test_availability_names_what_is_missing() -> None:
     assert reason is not None
     assert VARIANTS["compile-fp16-graphs"].static
     assert not VARIANTS["eager-fp16"].static
+
+
+def test_on_own_thread_returns_or_raises_on_the_caller() -> None:
+    caller = threading.get_ident()
+    assert on_own_thread(lambda: threading.get_ident()) != caller
+    with pytest.raises(ZeroDivisionError):
+        on_own_thread(lambda: 1 // 0)
