@@ -15,9 +15,10 @@ TensorRT fp16 when torch_tensorrt imports), with resnet18 on uint8
             the result messages' timestamps
   p50/p99   end-to-end latency under a paced load: after the backlog, requests
             are produced at ``--paced-load`` (default half) of the e2e rate for
-            ``--paced-seconds``; latency = result message timestamp (set when
-            the worker produced it) - the request's ``meta.sent_ms`` (set when
-            the producer built it): Kafka in, batching, inference, encoding
+            ``--paced-seconds`` (at most PACED_MAX requests); latency = result
+            message timestamp (set when the worker produced it) - the request's
+            ``meta.sent_ms`` (set when the producer built it): Kafka in,
+            batching, inference, encoding. The producer shares the process.
   h2d GB/s  a pinned staging batch of this size copied to the device with
             non_blocking on a side stream, timed with CUDA events (median of 5
             runs of 20 copies); ``h2d use`` is the share of that bandwidth the
@@ -96,6 +97,8 @@ TOP_K = 5
 #: fp32 allows for TF32 (cuDNN's default for float32 convolutions on GPUs).
 PROB_ATOL: dict[str, float] = {"fp32": 2e-3, "fp16": 2e-2, "bf16": 5e-2}
 LOGIT_SCALE = 10.0
+#: Most requests of the paced phase (enough for a p99; fewer to produce and read).
+PACED_MAX = 2000
 INPUT_SEED, BATCHNORM_SEED = 7, 3
 
 
@@ -446,7 +449,7 @@ def _measure(
             backlog = read_results(settings.bootstrap, topics.results, settings.count)
             row.e2e = result_rate(backlog)
             rate = max(1.0, settings.paced_load * row.e2e)
-            paced = max(10, round(rate * settings.paced_s))
+            paced = max(10, min(PACED_MAX, round(rate * settings.paced_s)))
             log(f"{variant.name}: {paced} paced requests at {rate:.0f}/s for latency")
             factory = RequestFactory(f"{run}-paced", inputs)
             produce(settings.bootstrap, topics.requests, factory, paced, rate=rate)

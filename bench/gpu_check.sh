@@ -65,7 +65,12 @@ unpack() {
     return 0
   fi
   mkdir -p "$into"
-  tar -C "$into" -xJf "$archive"
+  if command -v xz >/dev/null 2>&1; then
+    tar -C "$into" -xJf "$archive"
+  else # Python's lzma module does the same, a little slower
+    "$PYTHON" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="tar")' \
+      "$archive" "$into"
+  fi
   printf '%s\n' "$stamp" >"$into/.$1.unpacked"
   log "unpacked $1 ($(elapsed))"
 }
@@ -98,7 +103,8 @@ setup() {
   if ! "$PYTHON" -c "import $WHEEL_MODULES" 2>/dev/null; then
     compgen -G "$BUNDLE/wheels/*.whl" >/dev/null \
       || die "$PYTHON lacks some of $WHEEL_MODULES and $BUNDLE/wheels has no wheels"
-    "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
+    PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
       --upgrade --target "$WORK/site" "$BUNDLE"/wheels/*.whl
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
     "$PYTHON" -c "import $WHEEL_MODULES" || die "the bundle's wheels do not import"
