@@ -25,6 +25,8 @@ Installs with apt whatever is missing of:
   kcat          kcat (kafkacat on older releases)
   redis-server  redis-server
   redis-cli     redis-tools
+  g++           g++ (torch.compile builds C++ kernels for the CPU)
+  Python.h      python3-dev (those kernels include it; checked for \$PYTHON, default python3)
 
 Runs 'apt-get update' once, and only when something is missing. Uses sudo when
 not run as root. Prints nothing when everything is present.
@@ -47,6 +49,16 @@ missing_tools() {
   command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1 || printf 'kcat kcat\n'
   command -v redis-server >/dev/null 2>&1 || printf 'redis-server redis-server\n'
   command -v redis-cli >/dev/null 2>&1 || printf 'redis-cli redis-tools\n'
+  command -v g++ >/dev/null 2>&1 || printf 'g++ g++\n'
+  has_python_headers || printf 'Python.h python3-dev\n'
+}
+
+# True when the Python that builds the venv has its C headers, or is not there.
+has_python_headers() {
+  local python=${PYTHON:-python3}
+  command -v "$python" >/dev/null 2>&1 || return 0
+  "$python" -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
 }
 
 # Runs a command as root: directly, or through sudo.
