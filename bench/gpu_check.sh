@@ -78,7 +78,8 @@ unpack() {
 # Fails naming the libraries binary $1 needs that this machine lacks.
 check_libraries() {
   local missing
-  missing="$(LD_LIBRARY_PATH="${2:-}" ldd "$1" 2>/dev/null | awk '/not found/ {print $1}' | paste -sd' ')"
+  command -v ldd >/dev/null 2>&1 || return 0
+  missing="$(LD_LIBRARY_PATH="${2:-}" ldd "$1" 2>/dev/null | awk '/not found/ {print $1}' | paste -sd' ')" || true
   [[ -z $missing ]] || die "$1 needs libraries this machine lacks: $missing"
 }
 
