@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.unit.worker import tiny_models
+from torchkafka.worker import cli
 from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker._model_build import build_artifact
@@ -99,13 +100,16 @@ def test_what_cannot_be_built_is_a_startup_error(
 
 
 def test_the_cli_prints_the_spec_to_serve(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Logging set up here would keep writing to capsys's stream after this test;
+    # unconfigured, structlog prints to stdout, before the spec.
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
     output = tmp_path / "mlp.pt"
     argv = ["model", "build", "--model", f"python:{tiny_models.FACTORY}", "--device", "cpu"]
     argv += ["--backend", "torchscript", "--input-shape", "4", "--output", str(output)]
     assert main(argv) == 0
-    assert capsys.readouterr().out.strip() == f"torchscript:{output}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"torchscript:{output}"
     assert main([*argv[:-4], "--backend", "tensorrt", "--output", str(output)]) == 2
     assert "model build makes artifacts for" in capsys.readouterr().err
 
