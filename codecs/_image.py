@@ -77,7 +77,7 @@ def decode_image(image: EncodedImage, mode: ImageMode = "RGB") -> torch.Tensor:
     """
     try:
         with Image.open(io.BytesIO(image.data), formats=[IMAGE_FORMATS[image.format]]) as img:
-            pixels = np.asarray(img.convert(mode))
+            pixels = np.array(img.convert(mode))  # writable: torch warns on read-only arrays
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidImage("$", f"cannot decode {image.format}: {exc}") from exc
     hwc = torch.from_numpy(pixels)

@@ -3,19 +3,21 @@
 Every record ends in exactly one place: admitted (to be batched), dead-lettered
 (bad input: published here), skipped (its id is done, or repeats an id of the
 same poll), or parked (another worker holds its id, or Redis is away: try
-again later).
+again later). All of it is cheap: an image input is checked by its header
+only, and its pixels are decoded on the image pool once it is admitted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
-from torchkafka.codecs import DecodeError, EncodedImage, Limits, decode_image, decode_request
+from torchkafka.codecs import DecodeError, EncodedImage, Limits, decode_request
 from torchkafka.worker._dedup import DedupStore
 from torchkafka.worker._errors import TransientError
+from torchkafka.worker._images import ImageDecoder
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker._records import Admitted, Record
@@ -34,7 +36,10 @@ class Admission:
 
 
 class Gate:
-    """Decodes records and asks Redis which ones to run; one round trip each way."""
+    """Decodes records and asks Redis which ones to run; one round trip each way.
+
+    The images of admitted requests start decoding on ``images``.
+    """
 
     def __init__(
         self,
@@ -44,8 +49,10 @@ class Gate:
         input_name: str,
         owner: str,
         fail_open: bool,
+        images: ImageDecoder,
     ) -> None:
         self._publisher = publisher
+        self._images = images
         self._dedup = dedup
         self._limits = limits
         self._input_name = input_name
@@ -94,7 +101,7 @@ class Gate:
             if request_id in done:
                 admission.skipped.append(candidate.record)
             elif request_id in claimed:
-                admission.admitted.append(candidate)
+                admission.admitted.append(self._started(candidate))
                 self._in_flight.add(request_id)
             else:
                 admission.parked.append(candidate)
@@ -127,8 +134,13 @@ class Gate:
         """``ids`` have their result or dead letter acknowledged: no longer in flight."""
         self._forget(ids)
 
-    def release(self, ids: Sequence[str]) -> None:
-        """Give up this worker's claims on ``ids`` (best effort: they expire anyway)."""
+    def release(self, dropped: Sequence[Admitted]) -> None:
+        """Drop admitted or parked work: cancel its image decodes, give up its claims.
+
+        Releasing the claims is best effort: they expire anyway.
+        """
+        self._images.cancel(a.input for a in dropped)
+        ids = [a.request.id for a in dropped]
         self._forget(ids)
         try:
             self._dedup.release(ids, self._owner)
@@ -154,8 +166,14 @@ class Gate:
                     f"$.inputs: no input named {self._input_name!r} (has {names})",
                 )
                 return None
-            tensor = decode_image(value) if isinstance(value, EncodedImage) else value
         except DecodeError as exc:
             self._publisher.dead_letter(record, exc.reason, str(exc))
             return None
-        return Admitted(record, request, tensor)
+        return Admitted(record, request, value)
+
+    def _started(self, admitted: Admitted) -> Admitted:
+        """``admitted`` with its image's pixels decoding (a tensor input as it is)."""
+        image = admitted.input
+        if not isinstance(image, EncodedImage):
+            return admitted
+        return replace(admitted, input=self._images.start(image))

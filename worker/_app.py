@@ -24,8 +24,10 @@ from torchkafka.worker._batcher import MicroBatcher, StagingPool
 from torchkafka.worker._config import WorkerConfig, static_membership
 from torchkafka.worker._dead_letter_guard import DeadLetterGuard
 from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._device_jpeg import DeviceJpeg
 from torchkafka.worker._errors import StartupError, TransientError
 from torchkafka.worker._health import Health, health_endpoints
+from torchkafka.worker._images import ImageDecoder, decode_threads
 from torchkafka.worker._inference import InferenceWorker
 from torchkafka.worker._loop import WorkerLoop
 from torchkafka.worker._metrics import WorkerMetrics
@@ -34,6 +36,7 @@ from torchkafka.worker._model_setup import build_runtime, watched_files
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._reload import Reloader
 from torchkafka.worker._retry import RetrySettings
+from torchkafka.worker._runtime import cpu_threads
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +79,7 @@ def _run(
     me = worker_id()
     structlog.contextvars.bind_contextvars(worker=me)
     device = resolve_device(config.device)
+    device_jpeg = DeviceJpeg(device) if config.gpu_jpeg else None
     runtime = build_runtime(config, device)
     log.info(
         "model loaded",
@@ -116,6 +120,11 @@ def _run(
         me,
         config.inference_queue_batches,
         metrics,
+        device_jpeg=device_jpeg,
+    )
+    images = ImageDecoder(
+        decode_threads(config.image_decode_threads, cpu_threads(None, config.workers)),
+        device_jpeg=device_jpeg is not None,
     )
     consumer = Consumer(
         {
@@ -139,6 +148,7 @@ def _run(
             config.input_name,
             me,
             fail_open=config.redis_outage == "fail-open",
+            images=images,
         ),
         dedup=dedup,
         publisher=publisher,
@@ -169,6 +179,7 @@ def _run(
     finally:
         reloader.stop(timeout_s=5)
         inference.stop(timeout_s=5)
+        images.close()
         producer.flush(10)
     log.info("stopped")
 

@@ -60,6 +60,16 @@ class WorkerConfig:
         None,
     )
     input_dtype: str = _field("dtype of that input, a wire dtype such as uint8", "float32")
+    image_decode_threads: int = _field(
+        "threads decoding image inputs (JPEG, PNG) off the polling thread; "
+        "0: one per CPU of the worker process, at most 4",
+        0,
+    )
+    gpu_jpeg: bool = _field(
+        "decode JPEG inputs on the model's CUDA device (nvJPEG via torchvision); PNG stays on "
+        "the CPU",
+        False,
+    )
     backend: Backend = _field("eager, torchscript, compile, tensorrt (GPU) or int8 (CPU)", "eager")
     precision: Precision = _field("fp32, fp16 or bf16", "fp32")
     channels_last: bool = _field("run the model in channels_last memory format", False)

@@ -2,9 +2,11 @@
 
 The polling loop submits batches to a bounded queue (``try_submit`` says no
 when it is full, which is the loop's cue to pause its partitions). This
-thread checks deadlines, stacks the inputs into a staging buffer (padded to
-the runtime's batch bucket), runs the model, encodes the results and
-publishes them. Where the runtime is ``pipelined`` (CUDA), one batch stays in
+thread checks deadlines, collects the pixels of image inputs (dead-lettering
+those that fail to decode), stacks the inputs into a staging buffer (padded
+to the runtime's batch bucket), runs the model, encodes the results and
+publishes them. A batch holding images decoded on the device is stacked on
+the device instead. Where the runtime is ``pipelined`` (CUDA), one batch stays in
 flight: batch k+1 is stacked and launched before the results of batch k are
 awaited, so the host's work overlaps the GPU's.
 
@@ -24,9 +26,11 @@ from dataclasses import dataclass
 import structlog
 import torch
 
-from torchkafka.codecs import Encoder, ModelInfo, Result
+from torchkafka.codecs import DecodeError, Encoder, ModelInfo, Reason, Result
 from torchkafka.worker._batcher import Batch, BatchItem, StagingPool
+from torchkafka.worker._device_jpeg import DeviceJpeg
 from torchkafka.worker._metrics import RetryKind, WorkerMetrics
+from torchkafka.worker._pixels import with_pixels
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker._records import Admitted
@@ -44,7 +48,7 @@ class _InFlight:
 
     batch: Batch[Admitted]
     runtime: ModelRuntime
-    staged: torch.Tensor
+    staged: torch.Tensor | None  # None: stacked on the device, from no buffer
     launched: Launched
     started: float
     queued: bool  # finishing it finishes a batch taken from the queue
@@ -61,9 +65,14 @@ class InferenceWorker:
         worker_id: str,
         queue_batches: int,
         metrics: WorkerMetrics,
+        device_jpeg: DeviceJpeg | None = None,
     ) -> None:
-        """Results report the model name and version of the runtime that computed them."""
+        """Results report the model name and version of the runtime that computed them.
+
+        ``device_jpeg`` decodes the JPEGs the image pool left encoded.
+        """
         self._runtime = runtime
+        self._device_jpeg = device_jpeg
         self._pool = pool
         self._publisher = publisher
         self._worker_id = worker_id
@@ -154,8 +163,8 @@ class InferenceWorker:
         is finished before a failure of ``batch`` is retried, so that its
         device memory is free for the retries.
         """
-        live = self._live(batch)
-        if live is None:  # every input had expired
+        live = self._runnable(batch)
+        if live is None:  # every input had expired or failed to decode
             self._queue.task_done()
             return in_flight
         runtime = self._runtime
@@ -173,6 +182,14 @@ class InferenceWorker:
             return launched
         self._finish(launched)
         return None
+
+    def _runnable(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
+        """The live inputs of ``batch``, with their pixels; None if none is left."""
+        live = self._live(batch)
+        return None if live is None else with_pixels(live, self._device_jpeg, self._reject)
+
+    def _reject(self, admitted: Admitted, error: DecodeError) -> None:
+        self._dead_letter(admitted, error.reason, str(error))
 
     def _live(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
         """The batch without the inputs whose deadline has passed (dead-lettered); None if empty."""
@@ -192,25 +209,38 @@ class InferenceWorker:
         return Batch(tuple(live), batch.capacity) if live else None
 
     def _launch(self, batch: Batch[Admitted], runtime: ModelRuntime, queued: bool) -> _InFlight:
-        """Stack ``batch`` (padded to its bucket) into a staging buffer and launch it."""
+        """Stack ``batch`` (padded to its bucket) into a staging buffer and launch it.
+
+        A batch holding pixels on the device is stacked on the device.
+        """
         started = time.monotonic()
-        staged = batch.stack(self._pool, runtime.rows_for(len(batch)))
+        rows = runtime.rows_for(len(batch))
+        tensors = [item.tensor for item in batch.items]
+        staged: torch.Tensor | None = None
+        if self._device_jpeg is not None and any(not t.is_cpu for t in tensors):
+            inputs = self._device_jpeg.stack(tensors, rows)
+        else:
+            staged = inputs = batch.stack(self._pool, rows)
         try:
-            launched = runtime.launch(staged, len(batch))
+            launched = runtime.launch(inputs, len(batch))
         except BaseException:
-            self._pool.release(staged)
+            self._release(staged)
             raise
         return _InFlight(batch, runtime, staged, launched, started, queued)
+
+    def _release(self, staged: torch.Tensor | None) -> None:
+        if staged is not None:
+            self._pool.release(staged)
 
     def _finish(self, flight: _InFlight) -> None:
         """Wait for ``flight``'s results and publish them (or recover from its failure)."""
         try:
             outputs = flight.runtime.complete(flight.launched)
         except Exception as exc:
-            self._pool.release(flight.staged)
+            self._release(flight.staged)
             self._recover(flight.batch, flight.runtime, exc)
         else:
-            self._pool.release(flight.staged)
+            self._release(flight.staged)
             self._publish(flight, outputs, time.monotonic())
         if flight.queued:
             self._queue.task_done()
@@ -233,7 +263,7 @@ class InferenceWorker:
         else:
             self._split(batch, runtime, oom=False)
 
-    def _dead_letter(self, admitted: Admitted, reason: WorkerReason, error: str) -> None:
+    def _dead_letter(self, admitted: Admitted, reason: WorkerReason | Reason, error: str) -> None:
         self._publisher.dead_letter(admitted.record, reason, error, request_id=admitted.request.id)
 
     def _split(self, batch: Batch[Admitted], runtime: ModelRuntime, oom: bool) -> None:

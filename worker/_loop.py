@@ -24,6 +24,7 @@ from torchkafka.worker._dead_letter_guard import DeadLetterGuard
 from torchkafka.worker._dedup import DedupStore
 from torchkafka.worker._errors import TransientError, WorkerError
 from torchkafka.worker._health import Health
+from torchkafka.worker._images import batch_tensor
 from torchkafka.worker._inference import InferenceWorker
 from torchkafka.worker._metrics import RetryKind, WorkerMetrics
 from torchkafka.worker._publisher import Delivery, Outcome, Publisher
@@ -158,7 +159,8 @@ class WorkerLoop:
         for admitted in admission.admitted:
             # The wait for a batch counts from here, not from the poll: decoding and
             # the Redis round trips must not eat the batching window.
-            self._ready.extend(self._batcher.add(BatchItem(admitted.tensor, admitted, now), now))
+            item = BatchItem(batch_tensor(admitted.input), admitted, now)
+            self._ready.extend(self._batcher.add(item, now))
         if admission.parked:
             self._parked += admission.parked
             self._parked_retry_at = self._clock() + PARKED_RETRY_S
@@ -333,7 +335,7 @@ class WorkerLoop:
             if items:
                 kept.append(Batch(items, batch.capacity))
         self._ready = kept
-        self._gate.release([a.request.id for a in dropped])
+        self._gate.release(dropped)
         self._wait_for_in_flight()
         offsets = self._tracker.revoke(keys)
         if commit:
@@ -365,7 +367,7 @@ class WorkerLoop:
         self._settle_unmarked()
         # Synchronously, everything: earlier asynchronous commits may still be in flight.
         self._commit({**self._committed, **self._tracker.committable()}, asynchronous=False)
-        self._gate.release([a.request.id for a in self._parked])
+        self._gate.release(self._parked)
         log.info("drained", parked=len(self._parked), unsent_batches=len(self._ready))
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from confluent_kafka import Message
 
 from torchkafka.codecs import Request
+from torchkafka.worker._images import ModelInput
 
 #: (topic, partition): the unit of assignment, pausing and committing.
 TopicPartitionKey = tuple[str, int]
@@ -52,8 +52,8 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A record whose request is valid, with the tensor the model will get."""
+    """A record whose request is valid, with the input the model will get."""
 
     record: Record
     request: Request
-    tensor: torch.Tensor
+    input: ModelInput

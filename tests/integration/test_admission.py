@@ -9,9 +9,11 @@ import redis
 import torch
 from confluent_kafka import Producer
 
-from torchkafka.codecs import DEFAULT_LIMITS, Request
+from tests.unit.worker.pictures import picture, pillow_pixels
+from torchkafka.codecs import DEFAULT_LIMITS, EncodedImage, Request, encode_request, encoded_image
 from torchkafka.worker._admission import Gate
 from torchkafka.worker._dedup import DedupStore
+from torchkafka.worker._images import DecodingImage, ImageDecoder
 from torchkafka.worker._metrics import WorkerMetrics
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._records import Admitted, Record
@@ -27,7 +29,9 @@ def store(redis_client: redis.Redis, key_prefix: str) -> DedupStore:
 def gate(kafka_bootstrap: str, store: DedupStore) -> Iterator[Gate]:
     producer = Producer({"bootstrap.servers": kafka_bootstrap})  # the gate publishes nothing here
     publisher = Publisher(producer, "out", "dead", "w1", WorkerMetrics())
-    yield Gate(publisher, store, DEFAULT_LIMITS, "x", "w1", fail_open=False)
+    images = ImageDecoder(1)
+    yield Gate(publisher, store, DEFAULT_LIMITS, "x", "w1", fail_open=False, images=images)
+    images.close()
     producer.flush(5)
 
 
@@ -54,3 +58,22 @@ def test_a_lost_claim_is_reported_once_and_the_others_are_renewed(
     assert gate.gate([admitted("b", 3)], 1).admitted, "a settled id can be claimed again"
     redis_client.delete(store.claim_key("b"))
     assert gate.renew(1) == {"b"}, "its new claim is renewed, and reported when lost"
+
+
+def test_admitted_images_start_decoding_and_parked_ones_stay_encoded(
+    gate: Gate, store: DedupStore, redis_client: redis.Redis
+) -> None:
+    data = picture("png", 8, 6, seed=1)
+    redis_client.set(store.claim_key("held"), b"1:w2")  # another worker runs it
+    records = [
+        Record(
+            "in", 0, offset, None, encode_request(Request(rid, {"x": encoded_image(data)})), [], 0
+        )
+        for offset, rid in enumerate(["mine", "held"])
+    ]
+    admission = gate.admit(records, 1)
+    (mine,) = admission.admitted
+    assert isinstance(mine.input, DecodingImage)
+    assert torch.equal(mine.input.pixels.result(timeout=10), pillow_pixels(data))
+    (held,) = admission.parked
+    assert isinstance(held.input, EncodedImage)

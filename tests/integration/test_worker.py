@@ -12,11 +12,13 @@ import pytest
 import torch
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from tests.unit.worker.pictures import picture, pillow_pixels, truncated_jpeg
 from torchkafka.codecs import (
     Request,
     Result,
     decode_result,
     encode_request,
+    encoded_image,
     read_dead_letter_info,
 )
 from torchkafka.codecs.testing import malformed_corpus
@@ -24,9 +26,10 @@ from torchkafka.worker._app import run_worker
 from torchkafka.worker._config import WorkerConfig
 
 from .conftest import Topics
-from .worker_models import POISON, PoisonSensitiveLinear
+from .worker_models import POISON, ChannelMeans, PoisonSensitiveLinear
 
 MODEL = "python:tests.integration.worker_models:poison_sensitive_linear"
+IMAGE_MODEL = "python:tests.integration.worker_models:channel_means"
 
 
 def config_for(topics: Topics, bootstrap: str, redis_url: str, **overrides: object) -> WorkerConfig:
@@ -201,3 +204,48 @@ def test_a_replay_of_the_input_topic_yields_no_second_result(
         time.sleep(0.5)
     worker.close()
     assert len(read(kafka_bootstrap, topics.output, expect=len(rows) + 1, timeout_s=5)) == len(rows)
+
+
+def test_images_decode_off_the_polling_thread_and_a_corrupt_one_is_dead_lettered(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: Topics,
+    start_worker: Callable[[WorkerConfig], RunningWorker],
+) -> None:
+    """JPEGs and PNGs of two sizes, and a JPEG whose header reads but whose pixels do not."""
+    files = {
+        f"img-{i}": picture("jpeg" if i % 2 else "png", *((32, 24) if i % 3 else (20, 20)), seed=i)
+        for i in range(40)
+    }
+    corrupt = truncated_jpeg(picture("jpeg", 32, 24, seed=99))
+    sent = {**files, "corrupt": corrupt}
+    values = [
+        (rid.encode(), encode_request(Request(id=rid, inputs={"x": encoded_image(data)})))
+        for rid, data in sent.items()
+    ]
+    config = config_for(
+        topics, kafka_bootstrap, redis_url, model=IMAGE_MODEL, image_decode_threads=2
+    )
+    worker = start_worker(config)
+    produce(kafka_bootstrap, topics.input, values)
+
+    results = read(kafka_bootstrap, topics.output, expect=len(files))
+    dead = read(kafka_bootstrap, topics.dead_letters, expect=1)
+    deadline = time.monotonic() + 30
+    while not committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4):
+        assert time.monotonic() < deadline, "the worker did not commit every record"
+        time.sleep(0.5)
+    worker.close()
+
+    decoded = {r.id: r for r in (decode_result(m.value() or b"") for m in results)}
+    assert set(decoded) == set(files)
+    model = ChannelMeans()
+    for rid, data in files.items():
+        expected = model(pillow_pixels(data).unsqueeze(0))[0]
+        assert torch.equal(decoded[rid].outputs["output"], expected), rid
+    (letter,) = dead
+    assert letter.key() == b"corrupt"
+    headers = letter.headers()
+    assert isinstance(headers, list)
+    info = read_dead_letter_info(headers)
+    assert (info.reason, info.error.startswith("$: cannot decode jpeg")) == ("invalid_image", True)

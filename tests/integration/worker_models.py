@@ -59,3 +59,14 @@ def slow_linear() -> nn.Module:
 
 def very_slow_linear() -> nn.Module:
     return SlowLinear(VERY_SLOW_BATCH_S)
+
+
+class ChannelMeans(nn.Module):
+    """uint8 images [batch, 3, height, width] to their per-channel means, float32 [batch, 3]."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.float().mean(dim=(2, 3))
+
+
+def channel_means() -> nn.Module:
+    return ChannelMeans()

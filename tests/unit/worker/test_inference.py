@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from tests.unit.worker import tiny_models
-from torchkafka.codecs import Request, Result, decode_result
+from tests.unit.worker.pictures import picture, pillow_pixels, truncated_jpeg
+from torchkafka.codecs import Request, Result, decode_result, encoded_image
 from torchkafka.worker._batcher import Batch, BatchItem, StagingPool
 from torchkafka.worker._buckets import Buckets
+from torchkafka.worker._images import ImageDecoder, batch_tensor
 from torchkafka.worker._inference import InferenceWorker
 from torchkafka.worker._metrics import WorkerMetrics
 from torchkafka.worker._model_loader import LoadedModel
@@ -312,3 +314,40 @@ def test_the_cuda_pipeline_gives_every_result_and_returns_every_buffer(cuda_grap
     assert pool.pinned
     assert pool.in_use == 0
     assert pool.allocations <= 2  # one in flight, one being staged
+
+
+def image_item(name: str, data: bytes, images: ImageDecoder) -> BatchItem[Admitted]:
+    image = encoded_image(data)
+    record = Record("in", 0, 0, None, b"", [], time.monotonic())
+    admitted = Admitted(record, Request(name, {"x": image}), images.start(image))
+    return BatchItem(batch_tensor(admitted.input), admitted, time.monotonic())
+
+
+@PIPELINED
+def test_images_run_on_their_pixels_and_one_that_fails_to_decode_is_dead_lettered(
+    pipelined: bool,
+) -> None:
+    publisher = FakePublisher()
+    pool = StagingPool(pin_memory=False)
+    images = ImageDecoder(2)
+    files = {f"i{n}": picture("jpeg" if n % 2 else "png", 12, 8, seed=n) for n in range(4)}
+    corrupt = truncated_jpeg(picture("jpeg", 12, 8, seed=9))
+    items = [image_item(name, data, images) for name, data in files.items()]
+    items.insert(2, image_item("corrupt", corrupt, images))
+    run(make_worker(make_runtime(Halving(), pipelined), publisher, pool), batch(*items))
+    images.close()
+    for name, data in files.items():
+        expected = Halving()(pillow_pixels(data).unsqueeze(0))[0]
+        assert torch.equal(publisher.results[name].outputs["output"], expected), name
+    assert set(publisher.dead_letters) == {"corrupt"}
+    reason, error = publisher.dead_letters["corrupt"]
+    assert reason == "invalid_image"
+    assert "truncated" in error
+    assert pool.in_use == 0
+
+
+class Halving(nn.Module):
+    """uint8 pixels to float, halved."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 2
