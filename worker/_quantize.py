@@ -64,7 +64,8 @@ def quantize_int8(
     """``module`` (float32, eval, on the CPU) with int8 weights and activations.
 
     Every batch of ``calibration`` runs through the observed model once; at
-    least one is required. Fails with ``StartupError`` when torch.fx cannot
+    least one is required. Selects torch's ``x86`` quantized engine for the
+    process (``torch.backends.quantized.engine``). Fails with ``StartupError`` when torch.fx cannot
     trace the model (data-dependent control flow, for example) or a
     calibration batch does not run.
     """
