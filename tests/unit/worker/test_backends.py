@@ -298,3 +298,13 @@ def test_int8_without_vnni_keeps_torchs_7_bit_activations(monkeypatch) -> None:
     monkeypatch.setattr(torch.cpu, "get_capabilities", dict)
     eager, built = build("cnn", OptimizeOptions("int8"))
     assert 0 < compare(eager, built, cnn_inputs(8)) < INT8_ERROR
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "int8"])
+def test_inference_tensor_examples(backend) -> None:
+    """Example and calibration batches made under inference mode, as preprocessing makes them."""
+    eager = small_cnn()
+    with torch.inference_mode():
+        example, calibration = cnn_inputs(4), [cnn_inputs(64) for _ in range(2)]
+    built = optimize(copy.deepcopy(eager), OptimizeOptions(backend), example, CPU, calibration)
+    assert compare(eager, built, cnn_inputs(8)) < INT8_ERROR
