@@ -26,9 +26,6 @@ def test_tensor_file_rows(tmp_path) -> None:
     assert all(torch.equal(row, data[i]) for i, row in enumerate(rows))
 
 
-# codecs' decode_image hands torch a read-only numpy array (Pillow 13): torch
-# warns once per process. Not this module's to fix; remove when codecs is.
-@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable:UserWarning")
 def test_image_folder_rows_in_name_order(tmp_path) -> None:
     second = write_image(tmp_path / "b.png", 6, 4, seed=2)
     first = write_image(tmp_path / "a.png", 6, 4, seed=1)
