@@ -73,8 +73,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from torchkafka.codecs import Result
-from torchkafka.worker._backends import Backend, Precision
-from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker._config import Backend, Precision, WorkerConfig
 from torchkafka.worker._env import kafka_bootstrap, redis_url
 from torchkafka.worker._logging import configure_logging
 from torchkafka.worker._model_loader import load_model, resolve_device

@@ -34,11 +34,10 @@ from typing import Literal, get_args
 import torch
 from torch.utils._pytree import tree_flatten, tree_map_only
 
+from torchkafka.worker._config import Backend, Precision
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker._quantize import quantization_warnings_silenced, quantize_int8
 
-Backend = Literal["eager", "torchscript", "compile", "tensorrt", "int8"]
-Precision = Literal["fp32", "fp16", "bf16"]
 TorchscriptMethod = Literal["trace", "script"]
 
 BACKENDS: tuple[Backend, ...] = get_args(Backend)

@@ -17,8 +17,7 @@ a device-wide synchronisation:
 from __future__ import annotations
 
 import torch
-
-from torchkafka.worker._tensor_tree import map_tensors
+from torch.utils._pytree import tree_map_only
 
 
 class CudaStreams:
@@ -51,7 +50,7 @@ class CudaStreams:
         from torch's caching host allocator, so it is pinned once and reused.
         """
         with torch.cuda.stream(self._compute):
-            host = map_tensors(output, _pinned_copy)
+            host = tree_map_only(torch.Tensor, _pinned_copy, output)
             # blocking: the waiting thread sleeps instead of spinning on a core.
             done = torch.cuda.Event(blocking=True)  # type: ignore[no-untyped-call]
             done.record(self._compute)

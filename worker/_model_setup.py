@@ -13,9 +13,10 @@ from typing import Protocol
 import torch
 
 from torchkafka.codecs import DTYPES
-from torchkafka.worker._backends import Backend, OptimizeOptions, Precision, optimize
+from torchkafka.worker._backends import OptimizeOptions, optimize
 from torchkafka.worker._buckets import Buckets
 from torchkafka.worker._calibration import load_calibration
+from torchkafka.worker._config import Backend, Precision
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker._model_loader import LoadedModel, load_model
 from torchkafka.worker._model_spec import parse_model_spec

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 import torch
+from torch.utils._pytree import tree_map_only
 
 from torchkafka.codecs import ModelInfo
 from torchkafka.worker._buckets import Buckets
@@ -26,7 +27,6 @@ from torchkafka.worker._cuda_streams import CudaStreams
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker._model_loader import LoadedModel
 from torchkafka.worker._processing import Postprocess, Preprocess
-from torchkafka.worker._tensor_tree import map_tensors
 
 log = structlog.get_logger(__name__)
 
@@ -170,10 +170,12 @@ class ModelRuntime:
 
         with torch.inference_mode():
             if self._streams is None:
-                return Launched(map_tensors(self._forward(batch), real_rows), count, None)
+                return Launched(
+                    tree_map_only(torch.Tensor, real_rows, self._forward(batch)), count, None
+                )
             with self._streams.computing():
                 output = self._forward(self._streams.to_device(batch))
-                host, done = self._streams.to_host(map_tensors(output, real_rows))
+                host, done = self._streams.to_host(tree_map_only(torch.Tensor, real_rows, output))
         return Launched(host, count, done)
 
     def complete(self, launched: Launched) -> list[dict[str, torch.Tensor]]:
