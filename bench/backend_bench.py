@@ -33,9 +33,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from bench_models import MLP_FEATURES, mlp
+from bench_models import MLP_FEATURES, mlp, resnet18_with_measured_batchnorm
 from torch import nn
-from torchvision.models import resnet18
 
 from torchkafka.worker._backends import OptimizeOptions, optimize
 from torchkafka.worker._errors import StartupError
@@ -112,17 +111,9 @@ def resnet18_classifier(size: int, noise: float) -> tuple[nn.Module, Sampler]:
     (weights = features f_c, bias = -|f_c|^2 / 2), a closed-form linear probe.
     """
     task = SyntheticImages(size, noise)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model: nn.Module = resnet18()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over the batches below
-    model.train()
-    with torch.no_grad():
-        for seed in range(4):
-            model(task.sample(32, BATCHNORM_SEED + seed)[0])
+    model = resnet18_with_measured_batchnorm(
+        task.sample(32, BATCHNORM_SEED + seed)[0] for seed in range(4)
+    )
     model.eval()
     model.fc = nn.Identity()
     generator = torch.Generator().manual_seed(PROTOTYPE_SEED)

@@ -58,6 +58,7 @@ from types import FrameType
 
 import torch
 import torch.nn.functional as F
+from bench_models import resnet18_with_measured_batchnorm
 from e2e_harness import (
     Topics,
     WorkerThread,
@@ -69,8 +70,6 @@ from e2e_harness import (
     read_results,
     result_rate,
 )
-from torch import nn
-from torchvision.models import resnet18
 
 from torchkafka.codecs import Result
 from torchkafka.worker._config import Backend, Precision, WorkerConfig
@@ -190,17 +189,10 @@ def imagenet_normalized(images: torch.Tensor) -> torch.Tensor:
 
 def write_weights(path: Path, batches: int, batch: int) -> None:
     """Seeded resnet18 weights (see the module docstring) as a state-dict file."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model: nn.Module = resnet18()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over the batches below
-    model.train()
+    model = resnet18_with_measured_batchnorm(
+        imagenet_normalized(smooth_images(batch, BATCHNORM_SEED * 100 + n)) for n in range(batches)
+    )
     with torch.no_grad():
-        for n in range(batches):
-            model(imagenet_normalized(smooth_images(batch, BATCHNORM_SEED * 100 + n)))
         for parameter in model.get_submodule("fc").parameters():
             parameter.mul_(LOGIT_SCALE)
     torch.save(model.eval().state_dict(), path)

@@ -1,6 +1,5 @@
 """model build: an artifact that loads fast and computes what the optimized model does."""
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,8 @@ from torchkafka.worker.cli import main
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def settings(**overrides: Any) -> WorkerConfig:
-    values: dict[str, Any] = {
-        "model": f"python:{tiny_models.FACTORY}",
-        "input_topic": "-",
-        "output_topic": "-",
-        "dead_letter_topic": "-",
-        "input_shape": (tiny_models.FEATURES,),
-        "max_batch_size": 8,
-    }
-    return WorkerConfig(**{**values, **overrides})
+    return tiny_models.tiny_config(**{"input_shape": (tiny_models.FEATURES,), **overrides})
 
 
 def served(spec: str, batch: torch.Tensor) -> torch.Tensor:

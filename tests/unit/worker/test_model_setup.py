@@ -1,6 +1,5 @@
 """From settings to a served model: the backend is applied, checked and warmed up."""
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +15,7 @@ from torchkafka.worker._model_setup import build_runtime, watched_files
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def settings(**overrides: Any) -> WorkerConfig:
-    values: dict[str, Any] = {
-        "model": f"python:{tiny_models.FACTORY}",
-        "input_topic": "in",
-        "output_topic": "out",
-        "dead_letter_topic": "dlq",
-        "device": "cpu",
-        "max_batch_size": 8,
-    }
-    return WorkerConfig(**{**values, **overrides})
+settings = tiny_models.tiny_config
 
 
 def inputs(rows: int) -> torch.Tensor:

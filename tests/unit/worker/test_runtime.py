@@ -1,7 +1,6 @@
 """The runtime: threads, warm-up, buckets, independent per-row results, exceptions unchanged."""
 
 import os
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,13 +17,6 @@ from torchkafka.worker._processing import parse_postprocess, parse_preprocess
 from torchkafka.worker._runtime import ModelRuntime, cpu_threads
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def runtime(

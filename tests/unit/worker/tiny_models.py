@@ -2,9 +2,12 @@
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from torchkafka.worker._config import WorkerConfig
 
 FEATURES = 4
 CLASSES = 3
@@ -113,3 +116,16 @@ def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, path)
+
+
+def tiny_config(**overrides: Any) -> WorkerConfig:
+    """A worker configuration serving ``tiny_mlp`` on the CPU (topics are placeholders)."""
+    values: dict[str, Any] = {
+        "model": f"python:{FACTORY}",
+        "input_topic": "in",
+        "output_topic": "out",
+        "dead_letter_topic": "dlq",
+        "device": "cpu",
+        "max_batch_size": 8,
+    }
+    return WorkerConfig(**{**values, **overrides})
