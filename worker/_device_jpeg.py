@@ -44,17 +44,18 @@ class DeviceJpeg:
             except RuntimeError:
                 return [self._decode_one(tensor) for tensor in data]
 
-    def stack(self, rows: Sequence[torch.Tensor], count: int) -> torch.Tensor:
-        """``rows`` (on the device or the host) as one ``(count, ...)`` device batch.
+    def stack(self, tensors: Sequence[torch.Tensor], rows: int) -> torch.Tensor:
+        """``tensors`` (on the device or the host) as one ``(rows, ...)`` device batch.
 
-        Rows after ``len(rows)`` are zeros (bucket padding). Returns once the
-        batch is complete, so any stream may read it.
+        The rows after the tensors are zeros (bucket padding). Returns once
+        the batch is complete, so any stream may read it.
         """
+        count = len(tensors)
         with torch.cuda.stream(self._stream):
-            first = rows[0]
-            batch = torch.empty((count, *first.shape), dtype=first.dtype, device=self._device)
-            torch.stack([row.to(self._device) for row in rows], out=batch[: len(rows)])
-            batch[len(rows) :].zero_()
+            first = tensors[0]
+            batch = torch.empty((rows, *first.shape), dtype=first.dtype, device=self._device)
+            torch.stack([t.to(self._device) for t in tensors], out=batch[:count])
+            batch[count:].zero_()
         self._stream.synchronize()
         return batch
 
