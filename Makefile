@@ -56,11 +56,12 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install up ## codec vs memcpy, dedup cost per message, worker vs bare model, backends
+bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, backends, image decoding
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/dedup_bench.py
 	$(BIN)/python bench/worker_bench.py
 	$(BIN)/python bench/backend_bench.py
+	$(BIN)/python bench/image_decode_bench.py
 
 clean: down ## stop services and remove the virtual environment and run state
 	rm -rf $(VENV) .run .mypy_cache .pytest_cache .ruff_cache *.egg-info
