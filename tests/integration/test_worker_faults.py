@@ -80,6 +80,26 @@ def wait_until(
         time.sleep(0.2)
 
 
+def wait_for_commits_at_end(
+    bootstrap: str, group: str, topic: str, details: Callable[[], str] = str
+) -> None:
+    """Wait (30 s at most) until ``group``'s commits on ``topic`` equal its end offsets."""
+    wait_until(
+        lambda: committed_equals_end(bootstrap, group, topic, PARTITIONS),
+        30,
+        "the commits to reach the end of the input",
+        details,
+    )
+
+
+def assert_no_id_answered_twice(
+    results: TopicReader, what: str = "ids got a second result"
+) -> None:
+    """Every id on the result topic at most once."""
+    twice = sorted(i for i, n in results.ids().items() if n > 1)
+    assert not twice, f"{len(twice)} {what}: {twice[:5]}"
+
+
 class TopicReader:
     """Reads a whole topic from its beginning, without joining a group, and keeps it."""
 
@@ -258,7 +278,9 @@ def test_redis_stopped_mid_stream_and_restarted_loses_and_repeats_nothing(
             else:
                 results.wait_for(len(before), timeout_s=90)
                 wait_until(
-                    lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
+                    lambda: committed_equals_end(
+                        kafka_bootstrap, config.group_id, topics.input, PARTITIONS
+                    ),
                     30,
                     "the first commits",
                 )
@@ -279,11 +301,7 @@ def test_redis_stopped_mid_stream_and_restarted_loses_and_repeats_nothing(
 
             private_redis.start()  # empty: the done-marks written before the outage are gone
             results.wait_for(len(before) + len(during), timeout_s=90)
-            wait_until(
-                lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
-                30,
-                "the commits to reach the end of the input",
-            )
+            wait_for_commits_at_end(kafka_bootstrap, config.group_id, topics.input)
         finally:
             worker.close()
 
@@ -378,11 +396,7 @@ def test_fail_open_keeps_answering_and_committing_while_redis_is_away(
     try:
         produce(kafka_bootstrap, topics.input, stream)
         results.wait_for(len(stream), timeout_s=90)
-        wait_until(
-            lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
-            30,
-            "the commits to reach the end of the input",
-        )
+        wait_for_commits_at_end(kafka_bootstrap, config.group_id, topics.input)
     finally:
         worker.close()
     assert results.ids() == Counter(key.decode() for key, _ in stream)
@@ -497,12 +511,7 @@ def test_sigterm_mid_stream_loses_nothing_and_a_restarted_worker_finishes(
 
     second = spawn_worker(group)
     results.wait_for(len(stream), timeout_s=90, details=second.log_tail)
-    wait_until(
-        lambda: committed_equals_end(kafka_bootstrap, group, topics.input, 4),
-        30,
-        "the commits to reach the end of the input",
-        second.log_tail,
-    )
+    wait_for_commits_at_end(kafka_bootstrap, group, topics.input, second.log_tail)
     assert second.terminate_and_wait(60) == 0, second.log_tail()
 
     assert results.ids() == Counter(key.decode() for key, _ in stream)
@@ -541,12 +550,7 @@ def test_two_workers_of_one_group_answer_every_id_once_and_stop_cleanly(
     produce(kafka_bootstrap, topics.input, stream)
 
     results.wait_for(len(stream), timeout_s=60, details=supervisor.log_tail)
-    wait_until(
-        lambda: committed_equals_end(kafka_bootstrap, group, topics.input, 4),
-        30,
-        "the commits to reach the end of the input",
-        supervisor.log_tail,
-    )
+    wait_for_commits_at_end(kafka_bootstrap, group, topics.input, supervisor.log_tail)
     supervisor.assert_running()
     assert supervisor.terminate_and_wait(60) == 0, supervisor.log_tail()
 
@@ -639,16 +643,10 @@ def test_a_worker_joining_and_one_leaving_mid_stream_lose_and_repeat_nothing(
     finally:
         sent = stream.finish()
     results.wait_for(sum(sent.values()), timeout_s=90, details=second.log_tail)
-    wait_until(
-        lambda: committed_equals_end(kafka_bootstrap, group, topics.input, PARTITIONS),
-        30,
-        "the commits to reach the end of the input",
-        second.log_tail,
-    )
+    wait_for_commits_at_end(kafka_bootstrap, group, topics.input, second.log_tail)
     assert second.terminate_and_wait(60) == 0, second.log_tail()
 
-    twice = sorted(i for i, n in results.ids().items() if n > 1)
-    assert not twice, f"{len(twice)} ids got a second result: {twice[:5]}"
+    assert_no_id_answered_twice(results)
     assert results.ids() == sent
     # The first worker gave up two partitions mid-stream, then the rest when it left.
     revoked = [len(event["partitions"]) for event in first.events("revoked")]
@@ -685,18 +683,13 @@ def test_an_id_resubmitted_while_its_first_copy_is_in_flight_gets_one_result(
         unanswered = len(stream) - len(results.poll(0))
         produce(kafka_bootstrap, topics.input, stream)  # the same ids again
         results.wait_for(len(stream), timeout_s=90)
-        wait_until(
-            lambda: committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4),
-            30,
-            "the commits to reach the end of the input",
-        )
+        wait_for_commits_at_end(kafka_bootstrap, config.group_id, topics.input)
         results.poll(SETTLE_S)
     finally:
         worker.close()
 
     assert unanswered > 0, "the copies came after every first copy was answered"
-    twice = sorted(i for i, n in results.ids().items() if n > 1)
-    assert not twice, f"{len(twice)} of {unanswered} ids got a second result: {twice[:5]}"
+    assert_no_id_answered_twice(results, f"of {unanswered} ids got a second result")
     assert results.ids() == Counter(key.decode() for key, _ in stream)
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
 
@@ -752,7 +745,6 @@ def test_a_batch_slower_than_the_claim_lease_keeps_its_ids_from_another_worker(
             for worker in workers:
                 worker.close()
 
-    twice = sorted(i for i, n in results.ids().items() if n > 1)
-    assert not twice, f"{len(twice)} ids ran on both workers: {twice[:5]}"
+    assert_no_id_answered_twice(results, "ids ran on both workers")
     assert results.ids() == Counter(key.decode() for key, _ in stream)
     assert not [e for e in logs if e["event"].startswith("claims lost")]
