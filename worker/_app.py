@@ -36,7 +36,6 @@ from torchkafka.worker._model_setup import build_runtime, watched_files
 from torchkafka.worker._publisher import Publisher
 from torchkafka.worker._reload import Reloader
 from torchkafka.worker._retry import RetrySettings
-from torchkafka.worker._runtime import cpu_threads
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +122,7 @@ def _run(
         device_jpeg=device_jpeg,
     )
     images = ImageDecoder(
-        decode_threads(config.image_decode_threads, cpu_threads(None, config.workers)),
+        decode_threads(config.image_decode_threads, runtime.num_threads),
         device_jpeg=device_jpeg is not None,
     )
     consumer = Consumer(

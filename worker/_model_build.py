@@ -50,7 +50,8 @@ def build_artifact(settings: ModelSettings, device: torch.device, output: Path) 
         )
     if not output.parent.is_dir():
         raise StartupError(f"cannot write {output}: {output.parent} is not a folder")
-    example = model_input(parse_preprocess(settings.preprocess), example_rows(settings), device)
+    preprocess = parse_preprocess(settings.preprocess)
+    example = model_input(preprocess, example_rows(settings), device)
     partial = output.with_name(f".{output.stem}.partial{output.suffix or '.pt'}")
     if settings.backend == "compile":
         if output.suffix != ".pt2":
@@ -58,7 +59,7 @@ def build_artifact(settings: ModelSettings, device: torch.device, output: Path) 
         _save_aoti(settings, device, example, partial)
         kind = "aoti"
     else:
-        _save_torchscript(optimized_model(settings, device).module, example, partial)
+        _save_torchscript(optimized_model(settings, device, preprocess).module, example, partial)
         kind = "torchscript"
     os.replace(partial, output)
     spec = f"{kind}:{output}"

@@ -84,9 +84,10 @@ def build_runtime(settings: RuntimeSettings, device: torch.device) -> ModelRunti
     is known. Every failure is a ``StartupError``.
     """
     buckets = Buckets(settings.batch_buckets) if settings.batch_buckets else None
+    preprocess = parse_preprocess(settings.preprocess)
     runtime = ModelRuntime(
-        optimized_model(settings, device),
-        parse_preprocess(settings.preprocess),
+        optimized_model(settings, device, preprocess),
+        preprocess,
         parse_postprocess(settings.postprocess),
         device,
         processes=settings.workers,
@@ -98,12 +99,17 @@ def build_runtime(settings: RuntimeSettings, device: torch.device) -> ModelRunti
     return runtime
 
 
-def optimized_model(settings: ModelSettings, device: torch.device) -> LoadedModel:
-    """The loaded model, optimized as the settings say, with its name and version."""
+def optimized_model(
+    settings: ModelSettings, device: torch.device, preprocess: Preprocess
+) -> LoadedModel:
+    """The loaded model, optimized as the settings say, with its name and version.
+
+    ``preprocess`` is the settings' preprocessing: the model is built and
+    checked on preprocessed example (and calibration) batches.
+    """
     loaded = load_model(parse_model_spec(settings.model), settings.weights, device)
     if not optimizes(settings):
         return loaded
-    preprocess = parse_preprocess(settings.preprocess)
     options = OptimizeOptions(
         backend=settings.backend,
         precision=settings.precision,
