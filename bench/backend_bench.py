@@ -40,8 +40,8 @@ import torch
 from bench_models import MLP_FEATURES, Recipe, mlp, trained_resnet18
 from torch import nn
 
-from torchkafka.worker._backends import OptimizeOptions, optimize
-from torchkafka.worker._errors import StartupError
+from torchkafka.worker import StartupError
+from torchkafka.worker.model import OptimizeOptions, optimize
 
 CPU = torch.device("cpu")
 # Disjoint seeds: calibration, agreement, timing and example inputs never coincide.

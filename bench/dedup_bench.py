@@ -19,9 +19,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from torchkafka.worker._dedup import DedupStore
-from torchkafka.worker._env import redis_url
-from torchkafka.worker._retry import RetrySettings
+from torchkafka.worker import redis_url
+from torchkafka.worker.pipeline import DedupStore, RetrySettings
 
 BATCH_SIZES = (1, 32, 256)
 CALLS = ("filter_done", "claim", "mark_done")

@@ -72,20 +72,20 @@ from e2e_harness import (
 )
 
 from torchkafka.codecs import Result
-from torchkafka.worker._config import Backend, Precision, WorkerConfig
-from torchkafka.worker._env import kafka_bootstrap, redis_url
-from torchkafka.worker._logging import configure_logging
-from torchkafka.worker._model_loader import load_model, resolve_device
-from torchkafka.worker._model_setup import build_runtime as build_worker_runtime
-from torchkafka.worker._model_spec import parse_model_spec
-from torchkafka.worker._processing import (
+from torchkafka.worker import Backend, Precision, WorkerConfig, kafka_bootstrap, redis_url
+from torchkafka.worker.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ModelRuntime,
+    load_model,
+    parse_model_spec,
     parse_postprocess,
     parse_preprocess,
+    resolve_device,
 )
-from torchkafka.worker._producing import RequestFactory
-from torchkafka.worker._runtime import ModelRuntime
+from torchkafka.worker.model import build_runtime as build_worker_runtime
+from torchkafka.worker.ops import configure_logging
+from torchkafka.worker.tools import RequestFactory
 
 SHAPE = (3, 224, 224)
 INPUT_DTYPE = "uint8"
@@ -231,7 +231,7 @@ def worker_config(
 def build_runtime(config: WorkerConfig) -> ModelRuntime:
     """The runtime a worker with ``config`` serves with, built by the worker's own code path.
 
-    worker/_model_setup.py's ``build_runtime``, as the worker's start-up calls
+    worker/model/_setup.py's ``build_runtime``, as the worker's start-up calls
     it: load the model, optimize it for the configured backend and precision,
     wrap it in a ``ModelRuntime`` with the buckets and CUDA graphs, warm up.
     """

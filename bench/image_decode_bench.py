@@ -38,21 +38,28 @@ from torchkafka.codecs import (
     encode_request,
     encoded_image,
 )
-from torchkafka.worker._batcher import BatchItem, MicroBatcher, StagingPool
-from torchkafka.worker._images import (
+from torchkafka.worker.model import (
+    LoadedModel,
+    ModelRuntime,
+    cpu_threads,
+    parse_postprocess,
+    parse_preprocess,
+)
+from torchkafka.worker.ops import WorkerMetrics
+from torchkafka.worker.pipeline import (
+    Admitted,
+    BatchItem,
     DecodingImage,
     ImageDecoder,
+    InferenceWorker,
+    MicroBatcher,
     ModelInput,
+    Publisher,
+    Record,
+    StagingPool,
     batch_tensor,
     decode_threads,
 )
-from torchkafka.worker._inference import InferenceWorker
-from torchkafka.worker._metrics import WorkerMetrics
-from torchkafka.worker._model_loader import LoadedModel
-from torchkafka.worker._processing import parse_postprocess, parse_preprocess
-from torchkafka.worker._publisher import Publisher
-from torchkafka.worker._records import Admitted, Record
-from torchkafka.worker._runtime import ModelRuntime, cpu_threads
 
 DESIGNS = ("poll", "inference", "pool")
 POLL_BATCH = 64

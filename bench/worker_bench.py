@@ -30,14 +30,18 @@ from e2e_harness import (
     run_worker_until,
 )
 
-from torchkafka.worker._config import WorkerConfig
-from torchkafka.worker._env import kafka_bootstrap, redis_url
-from torchkafka.worker._logging import configure_logging
-from torchkafka.worker._model_loader import load_model, resolve_device
-from torchkafka.worker._model_spec import parse_model_spec
-from torchkafka.worker._processing import parse_postprocess, parse_preprocess
-from torchkafka.worker._producing import RequestFactory, synthetic_input
-from torchkafka.worker._runtime import ModelRuntime
+from torchkafka.codecs.testing import synthetic_input
+from torchkafka.worker import WorkerConfig, kafka_bootstrap, redis_url
+from torchkafka.worker.model import (
+    ModelRuntime,
+    load_model,
+    parse_model_spec,
+    parse_postprocess,
+    parse_preprocess,
+    resolve_device,
+)
+from torchkafka.worker.ops import configure_logging
+from torchkafka.worker.tools import RequestFactory
 
 BATCH = 32
 

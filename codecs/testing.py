@@ -1,4 +1,4 @@
-"""Test helpers shipped with the codecs: a corpus of malformed requests.
+"""Test helpers shipped with the codecs: a corpus of malformed requests, synthetic inputs.
 
 Each case is a message that ``decode_request`` must reject with one specific
 ``DecodeError`` subclass. The worker's tests send the same corpus through
@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import torch
 from PIL import Image
 
+from torchkafka.codecs._dtypes import DTYPES
 from torchkafka.codecs._errors import (
     DecodeError,
     IdTooLong,
@@ -223,3 +225,18 @@ _CASES: list[tuple[str, Callable[[], bytes], type[DecodeError]]] = [
 def malformed_corpus() -> list[MalformedCase]:
     """Every malformed case, built fresh (one of them is 16 MiB)."""
     return [MalformedCase(name, build(), error) for name, build, error in _CASES]
+
+
+def synthetic_input(shape: Sequence[int], dtype: str, seed: int = 0) -> torch.Tensor:
+    """A random tensor of wire dtype ``dtype``: floats in [0, 1), integers in [0, 128).
+
+    uint8 covers [0, 256), like image pixels; bool is 0 or 1.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    torch_dtype = DTYPES[dtype]
+    generator = torch.Generator().manual_seed(seed)
+    if torch_dtype.is_floating_point:
+        return torch.rand(tuple(shape), generator=generator).to(torch_dtype)
+    high = {torch.bool: 2, torch.uint8: 256}.get(torch_dtype, 128)
+    return torch.randint(0, high, tuple(shape), generator=generator).to(torch_dtype)

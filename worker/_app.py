@@ -19,23 +19,23 @@ from redis.retry import Retry
 
 from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
 from torchkafka.topology import admin_client
-from torchkafka.worker._admission import Gate
-from torchkafka.worker._batcher import MicroBatcher, StagingPool
 from torchkafka.worker._config import WorkerConfig, static_membership
-from torchkafka.worker._dead_letter_guard import DeadLetterGuard
-from torchkafka.worker._dedup import DedupStore
-from torchkafka.worker._device_jpeg import DeviceJpeg
 from torchkafka.worker._errors import StartupError, TransientError
-from torchkafka.worker._health import Health, health_endpoints
-from torchkafka.worker._images import ImageDecoder, decode_threads
-from torchkafka.worker._inference import InferenceWorker
-from torchkafka.worker._loop import WorkerLoop
-from torchkafka.worker._metrics import WorkerMetrics
-from torchkafka.worker._model_loader import resolve_device
-from torchkafka.worker._model_setup import build_runtime, watched_files
-from torchkafka.worker._publisher import Publisher
-from torchkafka.worker._reload import Reloader
-from torchkafka.worker._retry import RetrySettings
+from torchkafka.worker.kafka import KafkaPublisher, WorkerLoop
+from torchkafka.worker.model import Reloader, build_runtime, resolve_device, watched_files
+from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
+from torchkafka.worker.pipeline import (
+    DeadLetterGuard,
+    DedupStore,
+    DeviceJpeg,
+    Gate,
+    ImageDecoder,
+    InferenceWorker,
+    MicroBatcher,
+    RetrySettings,
+    StagingPool,
+    decode_threads,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +111,7 @@ def _run(
             **config.producer,
         }
     )
-    publisher = Publisher(producer, config.output_topic, config.dead_letter_topic, me, metrics)
+    publisher = KafkaPublisher(producer, config.output_topic, config.dead_letter_topic, me, metrics)
     inference = InferenceWorker(
         runtime,
         StagingPool(pin_memory=device.type == "cuda"),

@@ -5,6 +5,8 @@
         ├── StartupError        fatal before consuming: unknown model, missing
         │                       dependency, device that does not exist, bad config
         ├── TransientError      retry with backoff (Redis or broker briefly away)
+        ├── DeliveryFailed      the broker did not take a result or dead letter
+        │                       within the producer's delivery timeout
         ├── PoisonMessage       this message can never be processed: dead-letter it
         │                       (codecs' DecodeError is the other poison type)
         └── DeadLetterLimitExceeded
@@ -30,6 +32,14 @@ class StartupError(WorkerError):
 
 class TransientError(WorkerError):
     """A dependency failed in a way that retrying later may fix."""
+
+
+class DeliveryFailed(WorkerError):
+    """The broker did not acknowledge a result or dead letter; ``code`` is librdkafka's name."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PoisonMessage(WorkerError):

@@ -17,7 +17,7 @@ from types import FrameType
 import structlog
 
 from torchkafka.worker._config import WorkerConfig
-from torchkafka.worker._logging import LogFormat, configure_logging
+from torchkafka.worker.ops import LogFormat, configure_logging
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 from torchkafka.worker._config import WorkerConfig, load_config
 from torchkafka.worker._env import kafka_bootstrap, redis_url
 from torchkafka.worker._errors import StartupError
-from torchkafka.worker._logging import configure_logging
+from torchkafka.worker.ops import configure_logging
 
 
 def _shape(text: str) -> list[int]:
@@ -313,8 +313,7 @@ def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         config = load_config(args.config, os.environ, {**flags, **unused_topics})
     except StartupError as exc:
         parser.error(str(exc))
-    from torchkafka.worker._model_build import build_artifact
-    from torchkafka.worker._model_loader import resolve_device
+    from torchkafka.worker.model import build_artifact, resolve_device
 
     try:
         spec = build_artifact(config, resolve_device(config.device), args.output)
@@ -341,7 +340,7 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from torchkafka.worker._producing import ProduceSettings, run_produce
+    from torchkafka.worker.tools import ProduceSettings, run_produce
 
     settings = ProduceSettings(
         bootstrap=args.bootstrap,
@@ -362,7 +361,7 @@ def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    from torchkafka.worker._consuming import ConsumeSettings, run_consume
+    from torchkafka.worker.tools import ConsumeSettings, run_consume
 
     settings = ConsumeSettings(
         bootstrap=args.bootstrap,
@@ -377,7 +376,7 @@ def _consume(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from torchkafka.worker._demo import DemoSettings, print_report, run_demo
+    from torchkafka.worker.tools import DemoSettings, print_report, run_demo
 
     settings = DemoSettings(
         bootstrap=args.bootstrap,

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
-
-class Topics:
-    """A worker's input (4 partitions), output (4) and dead-letter topics, new per test."""
-
-    def __init__(self, new_topic: Callable[..., str]) -> None:
-        self.input = new_topic(partitions=4)
-        self.output = new_topic(partitions=4)
-        self.dead_letters = new_topic()
+from tests.integration.helpers import RunningWorker, Topics
+from torchkafka.worker import WorkerConfig
 
 
 @pytest.fixture
 def topics(new_topic: Callable[..., str]) -> Topics:
     """New topics, already listed by the broker (``ensure_topics`` waits for that)."""
     return Topics(new_topic)
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[[WorkerConfig], RunningWorker]]:
+    workers: list[RunningWorker] = []
+
+    def start(config: WorkerConfig) -> RunningWorker:
+        worker = RunningWorker(config)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        if worker.thread.is_alive():
+            worker.close()

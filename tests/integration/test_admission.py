@@ -9,15 +9,19 @@ import redis
 import torch
 from confluent_kafka import Producer
 
-from tests.unit.worker.pictures import picture, pillow_pixels
+from tests.support.pictures import picture, pillow_pixels
 from torchkafka.codecs import DEFAULT_LIMITS, EncodedImage, Request, encode_request, encoded_image
-from torchkafka.worker._admission import Gate
-from torchkafka.worker._dedup import DedupStore
-from torchkafka.worker._images import DecodingImage, ImageDecoder
-from torchkafka.worker._metrics import WorkerMetrics
-from torchkafka.worker._publisher import Publisher
-from torchkafka.worker._records import Admitted, Record
-from torchkafka.worker._retry import RetrySettings
+from torchkafka.worker.kafka import KafkaPublisher
+from torchkafka.worker.ops import WorkerMetrics
+from torchkafka.worker.pipeline import (
+    Admitted,
+    DecodingImage,
+    DedupStore,
+    Gate,
+    ImageDecoder,
+    Record,
+    RetrySettings,
+)
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def store(redis_client: redis.Redis, key_prefix: str) -> DedupStore:
 @pytest.fixture
 def gate(kafka_bootstrap: str, store: DedupStore) -> Iterator[Gate]:
     producer = Producer({"bootstrap.servers": kafka_bootstrap})  # the gate publishes nothing here
-    publisher = Publisher(producer, "out", "dead", "w1", WorkerMetrics())
+    publisher = KafkaPublisher(producer, "out", "dead", "w1", WorkerMetrics())
     images = ImageDecoder(1)
     yield Gate(publisher, store, DEFAULT_LIMITS, "x", "w1", fail_open=False, images=images)
     images.close()

@@ -12,8 +12,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from torchkafka.worker._dedup import DedupStore
-from torchkafka.worker._retry import RetrySettings
+from torchkafka.worker.pipeline import DedupStore, RetrySettings
 
 DONE_TTL_S = 60
 FAST_RETRY = RetrySettings(max_attempts=3, initial_s=0.001, max_s=0.002, max_total_s=1.0)

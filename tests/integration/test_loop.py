@@ -9,9 +9,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from torchkafka.worker._loop import assign_paused
-
-from .test_worker import produce
+from tests.integration.helpers import produce
+from torchkafka.worker.kafka import assign_paused
 
 
 @pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])

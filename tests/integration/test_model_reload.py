@@ -9,12 +9,17 @@ from pathlib import Path
 
 import torch
 
-from tests.unit.worker.tiny_models import FEATURES, save_torchscript, tiny_mlp
+from tests.integration.helpers import (
+    RunningWorker,
+    Topics,
+    config_for,
+    produce,
+    read,
+    request_value,
+)
+from tests.support.tiny_models import FEATURES, save_torchscript, tiny_mlp
 from torchkafka.codecs import Result, decode_result
-from torchkafka.worker._model_loader import VERSION_DIGITS
-
-from .conftest import Topics
-from .test_worker import RunningWorker, config_for, produce, read, request_value
+from torchkafka.worker.model._loader import VERSION_DIGITS
 
 EXAMPLE = torch.zeros(1, FEATURES)
 

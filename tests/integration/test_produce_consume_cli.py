@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from tests.integration.helpers import produce, read
 from torchkafka.codecs import EncodedImage, ModelInfo, Result, decode_request, encode_result
-
-from .test_worker import produce, read
 
 
 def run_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

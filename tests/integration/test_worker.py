@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import torch
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from tests.unit.worker.pictures import picture, pillow_pixels, truncated_jpeg
+from tests.integration.helpers import (
+    IMAGE_MODEL,
+    RunningWorker,
+    Topics,
+    committed_equals_end,
+    config_for,
+    produce,
+    read,
+    request_value,
+)
+from tests.support.pictures import picture, pillow_pixels, truncated_jpeg
+from tests.support.worker_models import POISON, ChannelMeans, PoisonSensitiveLinear
 from torchkafka.codecs import (
     Request,
     Result,
@@ -22,116 +29,7 @@ from torchkafka.codecs import (
     read_dead_letter_info,
 )
 from torchkafka.codecs.testing import malformed_corpus
-from torchkafka.worker._app import run_worker
 from torchkafka.worker._config import WorkerConfig
-
-from .conftest import Topics
-from .worker_models import POISON, ChannelMeans, PoisonSensitiveLinear
-
-MODEL = "python:tests.integration.worker_models:poison_sensitive_linear"
-IMAGE_MODEL = "python:tests.integration.worker_models:channel_means"
-
-
-def config_for(topics: Topics, bootstrap: str, redis_url: str, **overrides: object) -> WorkerConfig:
-    settings: dict[str, object] = {
-        "model": MODEL,
-        "input_topic": topics.input,
-        "output_topic": topics.output,
-        "dead_letter_topic": topics.dead_letters,
-        "group_id": f"tk-test-{uuid.uuid4().hex[:8]}",
-        "bootstrap": bootstrap,
-        "redis_url": redis_url,
-        "device": "cpu",
-        "max_batch_size": 16,
-        "max_wait_ms": 20.0,
-        "consumer": {"session.timeout.ms": "10000"},
-        "metrics_port": 0,  # no fixed port: test workers may run side by side
-        **overrides,
-    }
-    return WorkerConfig(**settings)  # type: ignore[arg-type]
-
-
-class RunningWorker:
-    def __init__(self, config: WorkerConfig) -> None:
-        self.config = config
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            run_worker(self.config, self.stop)
-        except BaseException as exc:
-            self.error = exc
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "worker did not stop within 60 s"
-        if self.error is not None:
-            raise self.error
-
-
-@pytest.fixture
-def start_worker() -> Iterator[Callable[[WorkerConfig], RunningWorker]]:
-    workers: list[RunningWorker] = []
-
-    def start(config: WorkerConfig) -> RunningWorker:
-        worker = RunningWorker(config)
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        if worker.thread.is_alive():
-            worker.close()
-
-
-def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key, value in values:
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(30) == 0
-
-
-def read(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[Message]:
-    """Read ``topic`` from the start until ``expect`` messages (or the timeout)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(messages) < expect and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(200, timeout=0.5) if m.error() is None]
-    finally:
-        consumer.close()
-    return messages
-
-
-def request_value(request_id: str, row: torch.Tensor, deadline_ms: int | None = None) -> bytes:
-    return encode_request(Request(id=request_id, inputs={"x": row}, deadline_ms=deadline_ms))
-
-
-def committed_equals_end(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        wanted = [TopicPartition(topic, p) for p in range(partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-    finally:
-        consumer.close()
-    return all(committed[p] == ends[p] or (ends[p] == 0 and committed[p] < 0) for p in ends)
 
 
 def test_every_input_gets_one_result_equal_to_the_model_and_bad_ones_dead_letters(

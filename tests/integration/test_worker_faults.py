@@ -31,22 +31,21 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from confluent_kafka.admin import AdminClient
 from structlog.testing import capture_logs
 
-from torchkafka.codecs import decode_result
-from torchkafka.worker import _app
-
-from .conftest import Topics
-from .test_worker import (
+from tests.integration.helpers import (
     RunningWorker,
+    Topics,
     committed_equals_end,
     config_for,
     produce,
     request_value,
 )
+from torchkafka.codecs import decode_result
+from torchkafka.worker import _app
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy" / "local"
-SLOW_MODEL = "python:tests.integration.worker_models:slow_linear"
-VERY_SLOW_MODEL = "python:tests.integration.worker_models:very_slow_linear"
+SLOW_MODEL = "python:tests.support.worker_models:slow_linear"
+VERY_SLOW_MODEL = "python:tests.support.worker_models:very_slow_linear"
 PARTITIONS = 4
 #: After the expected results are in, how long to keep reading for an extra one.
 SETTLE_S = 2.0

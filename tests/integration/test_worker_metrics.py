@@ -13,12 +13,17 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.helpers import (
+    RunningWorker,
+    Topics,
+    config_for,
+    produce,
+    read,
+    request_value,
+)
+from tests.support.worker_models import POISON
 from torchkafka.codecs import Request, encode_request
 from torchkafka.codecs.testing import malformed_corpus
-
-from .conftest import Topics
-from .test_worker import RunningWorker, config_for, produce, read, request_value
-from .worker_models import POISON
 
 MALFORMED = ("truncated", "unknown dtype", "wrong byte count", "missing id")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -1,4 +1,9 @@
-"""The packages depend one way only: codecs <- topology <- worker (DESIGN.md)."""
+"""The packages and the worker's layers depend one way only.
+
+codecs <- topology <- worker
+inside the worker:  model, ops  <-  pipeline  <-  kafka  <-  top (app, supervisor, cli)
+                    tools (client-side commands) <- cli only
+"""
 
 import ast
 import subprocess
@@ -9,11 +14,47 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 
-# package folder -> import prefixes it must never use
+KAFKA_AND_REDIS = ("confluent_kafka", "redis")
+WORKER_LAYERS_ABOVE_MODEL = (
+    "torchkafka.worker.kafka",
+    "torchkafka.worker.pipeline",
+    "torchkafka.worker.tools",
+    "torchkafka.worker._app",
+    "torchkafka.worker._supervisor",
+    "torchkafka.worker.cli",
+)
+
+# folder -> import prefixes no module under it may use
 FORBIDDEN = {
-    "codecs": ("torchkafka.topology", "torchkafka.worker", "confluent_kafka", "redis"),
+    "codecs": ("torchkafka.topology", "torchkafka.worker", *KAFKA_AND_REDIS),
     "topology": ("torchkafka.worker", "torch", "torchvision", "redis"),
+    "worker/model": (*KAFKA_AND_REDIS, "torchkafka.topology", *WORKER_LAYERS_ABOVE_MODEL),
+    "worker/ops": (
+        *KAFKA_AND_REDIS,
+        "torch",
+        "torchkafka.worker.model",
+        *WORKER_LAYERS_ABOVE_MODEL,
+    ),
+    "worker/pipeline": (
+        "confluent_kafka",
+        "torchkafka.topology",
+        "torchkafka.worker.kafka",
+        "torchkafka.worker.tools",
+        "torchkafka.worker._app",
+        "torchkafka.worker._supervisor",
+        "torchkafka.worker.cli",
+    ),
+    "worker/kafka": ("torchkafka.worker.tools", "torchkafka.worker._app", "torchkafka.worker.cli"),
+    "worker/tools": (
+        "torchkafka.worker.kafka",
+        "torchkafka.worker.pipeline",
+        "torchkafka.worker.model",
+        "torchkafka.worker._app",
+    ),
 }
+
+#: Only the CLI starts the client-side commands; the rest of the worker never imports them.
+WORKER_TOP = ("worker/_app.py", "worker/_supervisor.py", "worker/_config.py", "worker/__init__.py")
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -26,30 +67,48 @@ def imported_modules(path: Path) -> list[str]:
     return modules
 
 
-def violations(package: str) -> list[str]:
+def violations(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
     found = []
-    for path in sorted((ROOT / package).rglob("*.py")):
+    for path in paths:
         for module in imported_modules(path):
-            for prefix in FORBIDDEN[package]:
+            for prefix in forbidden:
                 if module == prefix or module.startswith(prefix + "."):
                     found.append(f"{path.relative_to(ROOT)} imports {module}")
     return found
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_package_imports_only_downstream(package: str) -> None:
-    assert violations(package) == []
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_each_layer_imports_only_downstream(folder: str) -> None:
+    paths = sorted((ROOT / folder).rglob("*.py"))
+    assert paths, folder
+    assert violations(paths, FORBIDDEN[folder]) == []
+
+
+def test_the_worker_never_imports_the_client_tools() -> None:
+    paths = [ROOT / name for name in WORKER_TOP]
+    assert violations(paths, ("torchkafka.worker.tools",)) == []
 
 
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import torch.nn\nfrom torchkafka.worker import cli\n")
-    assert imported_modules(bad) == ["torch.nn", "torchkafka.worker"]
+    bad.write_text("import torch.nn\nfrom torchkafka.worker import cli\nimport redis\n")
+    assert imported_modules(bad) == ["torch.nn", "torchkafka.worker", "redis"]
+
+
+def test_a_layer_violation_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    module = tmp_path / "worker" / "model" / "_leaky.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("from torchkafka.worker.pipeline import Record\nimport confluent_kafka\n")
+    assert violations([module], FORBIDDEN["worker/model"]) == [
+        "worker/model/_leaky.py imports torchkafka.worker.pipeline",
+        "worker/model/_leaky.py imports confluent_kafka",
+    ]
 
 
 def test_no_relative_imports_hide_from_the_check() -> None:
-    for package in FORBIDDEN:
-        for path in (ROOT / package).rglob("*.py"):
+    for folder in FORBIDDEN:
+        for path in (ROOT / folder).rglob("*.py"):
             tree = ast.parse(path.read_text())
             relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
             assert relative == [], path
@@ -58,4 +117,10 @@ def test_no_relative_imports_hide_from_the_check() -> None:
 def test_topology_imports_without_torch() -> None:
     """Admin tools load topology (and the codecs' errors) without paying for torch."""
     code = "import sys, torchkafka.topology; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_cli_answers_help_without_loading_torch() -> None:
+    """``torchkafka --help`` is quick: the worker's public surface loads its layers lazily."""
+    code = "import sys, torchkafka.worker, torchkafka.worker.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

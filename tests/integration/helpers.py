@@ -1,0 +1,115 @@
+"""Helpers shared by the integration tests: topics, worker configs, a worker in a thread,
+producing and reading back."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import torch
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from torchkafka.codecs import Request, encode_request
+from torchkafka.worker import WorkerConfig, run_worker
+
+
+class Topics:
+    """A worker's input (4 partitions), output (4) and dead-letter topics, new per test."""
+
+    def __init__(self, new_topic: Callable[..., str]) -> None:
+        self.input = new_topic(partitions=4)
+        self.output = new_topic(partitions=4)
+        self.dead_letters = new_topic()
+
+
+MODEL = "python:tests.support.worker_models:poison_sensitive_linear"
+IMAGE_MODEL = "python:tests.support.worker_models:channel_means"
+
+
+def config_for(topics: Topics, bootstrap: str, redis_url: str, **overrides: object) -> WorkerConfig:
+    settings: dict[str, object] = {
+        "model": MODEL,
+        "input_topic": topics.input,
+        "output_topic": topics.output,
+        "dead_letter_topic": topics.dead_letters,
+        "group_id": f"tk-test-{uuid.uuid4().hex[:8]}",
+        "bootstrap": bootstrap,
+        "redis_url": redis_url,
+        "device": "cpu",
+        "max_batch_size": 16,
+        "max_wait_ms": 20.0,
+        "consumer": {"session.timeout.ms": "10000"},
+        "metrics_port": 0,  # no fixed port: test workers may run side by side
+        **overrides,
+    }
+    return WorkerConfig(**settings)  # type: ignore[arg-type]
+
+
+class RunningWorker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            run_worker(self.config, self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "worker did not stop within 60 s"
+        if self.error is not None:
+            raise self.error
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in values:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def read(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[Message]:
+    """Read ``topic`` from the start until ``expect`` messages (or the timeout)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expect and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(200, timeout=0.5) if m.error() is None]
+    finally:
+        consumer.close()
+    return messages
+
+
+def request_value(request_id: str, row: torch.Tensor, deadline_ms: int | None = None) -> bytes:
+    return encode_request(Request(id=request_id, inputs={"x": row}, deadline_ms=deadline_ms))
+
+
+def committed_equals_end(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        wanted = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+    return all(committed[p] == ends[p] or (ends[p] == 0 and committed[p] < 0) for p in ends)

@@ -1,0 +1,23 @@
+"""The Kafka edge: the polling loop, records in from the consumer, results out through the producer.
+
+``WorkerLoop`` is the only place that consumes, pauses, commits and handles
+rebalances; ``KafkaPublisher`` implements the pipeline's ``Publisher``.
+"""
+
+from torchkafka.worker.kafka._consumer import (
+    assign_paused,
+    is_record,
+    record_from_message,
+    topic_partitions,
+)
+from torchkafka.worker.kafka._loop import WorkerLoop
+from torchkafka.worker.kafka._publisher import KafkaPublisher
+
+__all__ = [
+    "KafkaPublisher",
+    "WorkerLoop",
+    "assign_paused",
+    "is_record",
+    "record_from_message",
+    "topic_partitions",
+]

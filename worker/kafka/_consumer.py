@@ -1,0 +1,66 @@
+"""The consumer side of the Kafka edge: messages in as records, partitions paused on assign."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from torchkafka.worker.pipeline import Record, TopicPartitionKey
+
+log = structlog.get_logger(__name__)
+
+
+def record_from_message(message: Message, received_s: float) -> Record:
+    """Copy what the pipeline needs out of a confluent-kafka message."""
+    headers = message.headers()
+    topic = message.topic()
+    partition = message.partition()
+    offset = message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("a consumed message must have a topic, partition and offset")
+    return Record(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=message.key(),
+        value=message.value() or b"",
+        headers=list(headers.items()) if isinstance(headers, dict) else list(headers or []),
+        received_s=received_s,
+    )
+
+
+def is_record(message: Message) -> bool:
+    """True for a record; False for a skippable event; raises on a fatal consumer error."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() == KafkaError._PARTITION_EOF:
+        return False
+    if error.fatal() or not error.retriable():
+        raise KafkaException(error)
+    log.warning("consume error; continuing", error=error.str())
+    return False
+
+
+def assign_paused(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Add ``partitions`` to the assignment now, paused; call it from ``on_assign``.
+
+    A pause of partitions not yet assigned is lost: confluent-kafka assigns them
+    after ``on_assign`` returns, and librdkafka then fetches them unpaused. So
+    assign first: incrementally under the cooperative protocol, whole under the
+    eager one (where ``incremental_assign`` fails with ``_STATE``).
+    """
+    try:
+        consumer.incremental_assign(partitions)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._STATE:
+            raise
+        consumer.assign(partitions)
+    consumer.pause(partitions)
+
+
+def topic_partitions(keys: Iterable[TopicPartitionKey]) -> list[TopicPartition]:
+    """confluent-kafka's ``TopicPartition`` for each (topic, partition)."""
+    return [TopicPartition(topic, partition) for topic, partition in keys]

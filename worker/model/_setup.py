@@ -1,0 +1,189 @@
+"""From settings to a model ready to serve: load, optimize, wrap in a runtime, warm up.
+
+The worker at start-up, a model reload and ``torchkafka model build`` share
+these steps, so that a reloaded or prebuilt model is built exactly as a
+started one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from torchkafka.codecs import DTYPES
+from torchkafka.codecs.testing import synthetic_input
+from torchkafka.worker._config import Backend, Precision
+from torchkafka.worker._errors import StartupError
+from torchkafka.worker.model._backends import OptimizeOptions, optimize
+from torchkafka.worker.model._buckets import Buckets
+from torchkafka.worker.model._calibration import load_calibration
+from torchkafka.worker.model._loader import LoadedModel, load_model
+from torchkafka.worker.model._runtime import ModelRuntime
+from torchkafka.worker.model._spec import parse_model_spec
+from torchkafka.worker.model._transforms import Preprocess, parse_postprocess, parse_preprocess
+
+#: Rows of the seeded random example batch the optimized model is checked on.
+EXAMPLE_SEED = 0
+
+
+class ModelSettings(Protocol):
+    """The settings that say which model to serve and how (``WorkerConfig`` has them all)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def weights(self) -> Path | None: ...
+    @property
+    def preprocess(self) -> str: ...
+    @property
+    def input_shape(self) -> tuple[int, ...] | None: ...
+    @property
+    def input_dtype(self) -> str: ...
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def precision(self) -> Precision: ...
+    @property
+    def channels_last(self) -> bool: ...
+    @property
+    def compile_mode(self) -> str: ...
+    @property
+    def calibration(self) -> Path | None: ...
+    @property
+    def batch_buckets(self) -> tuple[int, ...]: ...
+    @property
+    def max_batch_size(self) -> int: ...
+
+
+class RuntimeSettings(ModelSettings, Protocol):
+    """``ModelSettings`` plus what the runtime around the model needs."""
+
+    @property
+    def postprocess(self) -> str: ...
+    @property
+    def cuda_graphs(self) -> bool: ...
+    @property
+    def workers(self) -> int: ...
+
+
+def optimizes(settings: ModelSettings) -> bool:
+    """Whether the settings ask for anything but the model as it is (eager, fp32)."""
+    return (settings.backend, settings.precision, settings.channels_last) != (
+        "eager",
+        "fp32",
+        False,
+    )
+
+
+def build_runtime(settings: RuntimeSettings, device: torch.device) -> ModelRuntime:
+    """The model the settings name, optimized and warmed up on ``device``.
+
+    Warm-up runs every batch bucket (or a batch of one) when ``input_shape``
+    is known. Every failure is a ``StartupError``.
+    """
+    buckets = Buckets(settings.batch_buckets) if settings.batch_buckets else None
+    preprocess = parse_preprocess(settings.preprocess)
+    runtime = ModelRuntime(
+        optimized_model(settings, device, preprocess),
+        preprocess,
+        parse_postprocess(settings.postprocess),
+        device,
+        processes=settings.workers,
+        buckets=buckets,
+        cuda_graphs=settings.cuda_graphs,
+    )
+    if settings.input_shape is not None:
+        runtime.warmup([(settings.input_shape, input_dtype(settings))])
+    return runtime
+
+
+def optimized_model(
+    settings: ModelSettings, device: torch.device, preprocess: Preprocess
+) -> LoadedModel:
+    """The loaded model, optimized as the settings say, with its name and version.
+
+    ``preprocess`` is the settings' preprocessing: the model is built and
+    checked on preprocessed example (and calibration) batches.
+    """
+    loaded = load_model(parse_model_spec(settings.model), settings.weights, device)
+    if not optimizes(settings):
+        return loaded
+    options = OptimizeOptions(
+        backend=settings.backend,
+        precision=settings.precision,
+        channels_last=settings.channels_last,
+        compile_mode=settings.compile_mode,
+    )
+    built = optimize(
+        loaded.module,
+        options,
+        model_input(preprocess, example_rows(settings), device),
+        device,
+        calibration_batches(settings, preprocess, device),
+        batch_sizes=settings.batch_buckets,
+    )
+    return LoadedModel(built, loaded.name, loaded.version)
+
+
+def input_dtype(settings: ModelSettings) -> torch.dtype:
+    """The torch dtype of ``input_dtype`` (a wire dtype name)."""
+    dtype = DTYPES.get(settings.input_dtype)
+    if dtype is None:
+        raise StartupError(
+            f"unknown input_dtype {settings.input_dtype!r:.40}; use one of {', '.join(DTYPES)}"
+        )
+    return dtype
+
+
+def example_rows(settings: ModelSettings) -> torch.Tensor:
+    """A seeded random batch of ``max_batch_size`` inputs as requests carry them."""
+    if settings.input_shape is None:
+        raise StartupError(
+            f"backend {settings.backend} at {settings.precision}"
+            f"{' channels_last' if settings.channels_last else ''} needs --input-shape: "
+            "an example input to build and check the optimized model on"
+        )
+    input_dtype(settings)  # a clear error for an unknown name first
+    return torch.stack(
+        [
+            synthetic_input(settings.input_shape, settings.input_dtype, EXAMPLE_SEED + row)
+            for row in range(settings.max_batch_size)
+        ]
+    )
+
+
+def calibration_batches(
+    settings: ModelSettings, preprocess: Preprocess, device: torch.device
+) -> list[torch.Tensor]:
+    """int8 calibration data as preprocessed batches of up to ``max_batch_size`` (else none)."""
+    if settings.backend != "int8":
+        return []
+    if settings.calibration is None:
+        raise StartupError("backend int8 needs --calibration (representative inputs)")
+    rows = load_calibration(settings.calibration)
+    expected = settings.input_shape
+    if expected is not None and any(tuple(row.shape) != expected for row in rows):
+        shapes = sorted({tuple(row.shape) for row in rows})
+        raise StartupError(
+            f"calibration data {settings.calibration} has inputs of shape {shapes[:3]}, "
+            f"but input_shape is {expected}"
+        )
+    size = settings.max_batch_size
+    return [
+        model_input(preprocess, torch.stack(rows[start : start + size]), device)
+        for start in range(0, len(rows), size)
+    ]
+
+
+def watched_files(settings: ModelSettings) -> list[Path]:
+    """The files a changed model would come in: the artifact and the weights, if any."""
+    files = [parse_model_spec(settings.model).artifact, settings.weights]
+    return [file for file in files if file is not None]
+
+
+def model_input(preprocess: Preprocess, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """What the model itself receives for ``rows``: on ``device``, preprocessed."""
+    with torch.inference_mode():
+        return preprocess(rows.to(device))

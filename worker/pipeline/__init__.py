@@ -1,0 +1,51 @@
+"""The steps between a consumed record and its result: no Kafka client in here.
+
+admission (decode, dedup gate) -> batcher -> inference thread -> ``Publisher``;
+what the broker acknowledged is settled (done-marks, then commit offsets).
+Dedup and its retries live here too; so do image decoding and the dead-letter guard.
+"""
+
+from torchkafka.worker.pipeline._admission import Admission, Gate
+from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, StagingPool
+from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard
+from torchkafka.worker.pipeline._dedup import DedupStore
+from torchkafka.worker.pipeline._deliveries import Delivery, Outcome, Publisher, result_ids
+from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
+from torchkafka.worker.pipeline._images import (
+    DecodingImage,
+    ImageDecoder,
+    ModelInput,
+    batch_tensor,
+    decode_threads,
+)
+from torchkafka.worker.pipeline._inference import InferenceWorker
+from torchkafka.worker.pipeline._offsets import OffsetTracker
+from torchkafka.worker.pipeline._records import Admitted, Record, TopicPartitionKey
+from torchkafka.worker.pipeline._retry import RetrySettings
+
+__all__ = [
+    "Admission",
+    "Admitted",
+    "Batch",
+    "BatchItem",
+    "DeadLetterGuard",
+    "DecodingImage",
+    "DedupStore",
+    "Delivery",
+    "DeviceJpeg",
+    "Gate",
+    "ImageDecoder",
+    "InferenceWorker",
+    "MicroBatcher",
+    "ModelInput",
+    "OffsetTracker",
+    "Outcome",
+    "Publisher",
+    "Record",
+    "RetrySettings",
+    "StagingPool",
+    "TopicPartitionKey",
+    "batch_tensor",
+    "decode_threads",
+    "result_ids",
+]

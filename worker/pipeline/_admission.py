@@ -1,0 +1,179 @@
+"""From consumed records to admitted work: decode, pick the input, gate on dedup.
+
+Every record ends in exactly one place: admitted (to be batched), dead-lettered
+(bad input: published here), skipped (its id is done, or repeats an id of the
+same poll), or parked (another worker holds its id, or Redis is away: try
+again later). All of it is cheap: an image input is checked by its header
+only, and its pixels are decoded on the image pool once it is admitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from torchkafka.codecs import DecodeError, EncodedImage, Limits, decode_request
+from torchkafka.worker._errors import TransientError
+from torchkafka.worker._reasons import WorkerReason
+from torchkafka.worker.pipeline._dedup import DedupStore
+from torchkafka.worker.pipeline._deliveries import Publisher
+from torchkafka.worker.pipeline._images import ImageDecoder
+from torchkafka.worker.pipeline._records import Admitted, Record
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Admission:
+    """Where each record of a poll went."""
+
+    admitted: list[Admitted] = field(default_factory=list)
+    skipped: list[Record] = field(default_factory=list)
+    parked: list[Admitted] = field(default_factory=list)
+    redis_down: bool = False
+
+
+class Gate:
+    """Decodes records and asks Redis which ones to run; one round trip each way.
+
+    The images of admitted requests start decoding on ``images``.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        dedup: DedupStore,
+        limits: Limits,
+        input_name: str,
+        owner: str,
+        fail_open: bool,
+        images: ImageDecoder,
+    ) -> None:
+        self._publisher = publisher
+        self._images = images
+        self._dedup = dedup
+        self._limits = limits
+        self._input_name = input_name
+        self._owner = owner
+        self._fail_open = fail_open
+        self._in_flight: set[str] = set()
+        self._lost: set[str] = set()  # in flight, and the claim is gone: renewed no more
+
+    def admit(self, records: Sequence[Record], fencing_token: int) -> Admission:
+        """Decode ``records`` (dead-lettering bad ones), then gate them on dedup."""
+        valid = [item for item in map(self._decode, records) if item is not None]
+        return self.gate(valid, fencing_token)
+
+    def gate(self, candidates: Sequence[Admitted], fencing_token: int) -> Admission:
+        """Skip ids that are done or repeated, claim the rest; park what is held elsewhere.
+
+        An id this worker is running already (admitted, not yet settled) is
+        parked too: Redis would renew this worker's own claim and let the copy
+        through, and the done-mark that would stop it is written only later.
+        """
+        admission = Admission()
+        first: dict[str, Admitted] = {}
+        for candidate in candidates:
+            request_id = candidate.request.id
+            if request_id in first:
+                admission.skipped.append(candidate.record)
+            elif request_id in self._in_flight:
+                admission.parked.append(candidate)
+            else:
+                first[request_id] = candidate
+        if not first:
+            return admission
+        try:
+            done = self._dedup.filter_done(list(first))
+            claimed = self._dedup.claim(
+                [i for i in first if i not in done], self._owner, fencing_token
+            )
+        except TransientError as exc:
+            if not self._fail_open:
+                admission.parked += first.values()
+                admission.redis_down = True
+                return admission
+            log.warning("redis unavailable; processing without dedup (fail-open)", error=str(exc))
+            done, claimed = set(), set(first)
+        for request_id, candidate in first.items():
+            if request_id in done:
+                admission.skipped.append(candidate.record)
+            elif request_id in claimed:
+                admission.admitted.append(self._started(candidate))
+                self._in_flight.add(request_id)
+            else:
+                admission.parked.append(candidate)
+        return admission
+
+    @property
+    def fail_open(self) -> bool:
+        """Whether work goes on without dedup while Redis is away."""
+        return self._fail_open
+
+    def renew(self, fencing_token: int) -> set[str]:
+        """Extend the claims on the ids this worker runs; the ids whose claims are newly lost.
+
+        A lost claim (expired, or taken by another worker) means its id may be
+        running elsewhere as well; it is reported once and not renewed again.
+        If Redis does not answer, the claims are left as they are (the next
+        renewal tries again).
+        """
+        ids = list(self._in_flight - self._lost)
+        try:
+            renewed = self._dedup.renew(ids, self._owner, fencing_token)
+        except TransientError as exc:
+            log.warning("could not renew claims", count=len(ids), error=str(exc))
+            return set()
+        lost = set(ids) - renewed
+        self._lost |= lost
+        return lost
+
+    def settled(self, ids: Iterable[str]) -> None:
+        """``ids`` have their result or dead letter acknowledged: no longer in flight."""
+        self._forget(ids)
+
+    def release(self, dropped: Sequence[Admitted]) -> None:
+        """Drop admitted or parked work: cancel its image decodes, give up its claims.
+
+        Releasing the claims is best effort: they expire anyway.
+        """
+        self._images.cancel(a.input for a in dropped)
+        ids = [a.request.id for a in dropped]
+        self._forget(ids)
+        try:
+            self._dedup.release(ids, self._owner)
+        except TransientError as exc:
+            log.warning(
+                "could not release claims; they will expire", count=len(ids), error=str(exc)
+            )
+
+    def _forget(self, ids: Iterable[str]) -> None:
+        gone = set(ids)
+        self._in_flight -= gone
+        self._lost -= gone
+
+    def _decode(self, record: Record) -> Admitted | None:
+        try:
+            request = decode_request(record.value, self._limits)
+            value = request.inputs.get(self._input_name)
+            if value is None:
+                names = ", ".join(sorted(request.inputs))
+                self._publisher.dead_letter(
+                    record,
+                    WorkerReason.UNUSABLE_INPUT,
+                    f"$.inputs: no input named {self._input_name!r} (has {names})",
+                )
+                return None
+        except DecodeError as exc:
+            self._publisher.dead_letter(record, exc.reason, str(exc))
+            return None
+        return Admitted(record, request, value)
+
+    def _started(self, admitted: Admitted) -> Admitted:
+        """``admitted`` with its image's pixels decoding (a tensor input as it is)."""
+        image = admitted.input
+        if not isinstance(image, EncodedImage):
+            return admitted
+        return replace(admitted, input=self._images.start(image))

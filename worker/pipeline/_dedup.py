@@ -1,0 +1,290 @@
+"""Which request ids are done or in flight, kept in Redis.
+
+Keys, for an id's UTF-8 bytes ``ID`` (Redis keys are binary-safe, so any id is a
+safe key, and ``done:``/``claim:`` follow a fixed namespace, so no id can name
+another id's key)::
+
+    {namespace}:done:ID    "<token>"            EX done_ttl_s
+    {namespace}:claim:ID   "<token>:<owner>"    PX claim_ttl_ms
+
+Per DESIGN.md "Dedup ordering": claim (short lease, ``renew``-ed while in
+progress, fenced by a token) -> infer -> produce -> delivery ack -> ``mark_done``
+-> commit. The worker's token is its own assignment epoch, not the consumer
+group's generation, which confluent-kafka does not expose; docs/worker.md
+("Claims and their fencing token") says what follows from that.
+
+Every call is one command, hence one round trip, whatever the batch size:
+``filter_done`` is one MGET; ``claim``, ``renew``, ``mark_done`` and ``release``
+each run one Lua script over the whole batch (atomic, no per-id commands to pack). Each
+call is idempotent, so a retry after a lost reply is safe.
+
+Retried (then ``TransientError``): connection failures and timeouts (including
+LOADING after a restart and an exhausted connection pool), READONLY (a failover
+in progress), OOM (a full Redis under ``noeviction``: an outage that pauses the
+worker, DESIGN.md), TRYAGAIN, CLUSTERDOWN and MASTERDOWN. Raised unchanged, as
+bugs or configuration errors that retrying cannot fix: authentication and
+permission failures and every other redis error (wrong type, script errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import redis
+from redis import exceptions as rx
+
+from torchkafka.worker._errors import TransientError
+from torchkafka.worker.ops import RetryKind, WorkerMetrics
+from torchkafka.worker.pipeline._retry import RetrySettings, retry_policy
+
+T = TypeVar("T")
+
+_TRANSIENT: tuple[type[rx.RedisError], ...] = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.ReadOnlyError,
+    rx.OutOfMemoryError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
+)
+_FATAL: tuple[type[rx.RedisError], ...] = (
+    rx.AuthenticationError,
+    rx.AuthorizationError,
+    rx.ExternalAuthProviderError,
+)
+
+# ``value`` is "<token>:<owner>"; tokens are integers, so the first ':' ends the token.
+_LUA_HELPERS = """
+local function owner_of(value)
+  return string.sub(value, string.find(value, ':', 1, true) + 1)
+end
+local function token_of(value)
+  return tonumber(string.sub(value, 1, string.find(value, ':', 1, true) - 1))
+end
+local function release_if_mine(key, owner)
+  local value = redis.call('GET', key)
+  if value and owner_of(value) == owner then
+    redis.call('DEL', key)
+  end
+end
+"""
+
+# KEYS: n done keys, then the n claim keys. ARGV: owner, token, claim TTL in ms.
+# Returns 1 for each id this owner holds afterwards, else 0.
+_CLAIM = (
+    _LUA_HELPERS
+    + """
+local n = #KEYS / 2
+local owner, token, ttl_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local mine = ARGV[2] .. ':' .. owner
+local held = {}
+for i = 1, n do
+  held[i] = 0
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    if redis.call('SET', KEYS[n + i], mine, 'NX', 'PX', ttl_ms) then
+      held[i] = 1
+    else
+      local current = redis.call('GET', KEYS[n + i])
+      if owner_of(current) == owner and token_of(current) <= token then
+        redis.call('SET', KEYS[n + i], mine, 'PX', ttl_ms)
+        held[i] = 1
+      end
+    end
+  end
+end
+return held
+"""
+)
+
+# KEYS: claim keys. ARGV: owner, token, claim TTL in ms. Returns 1 for each renewed claim.
+_RENEW = (
+    _LUA_HELPERS
+    + """
+local owner, token = ARGV[1], tonumber(ARGV[2])
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  renewed[i] = 0
+  if current and owner_of(current) == owner and token_of(current) <= token then
+    redis.call('PEXPIRE', key, ARGV[3])
+    renewed[i] = 1
+  end
+end
+return renewed
+"""
+)
+
+# KEYS: n done keys, then the n claim keys. ARGV: token, done TTL in s, owner.
+_MARK_DONE = (
+    _LUA_HELPERS
+    + """
+local n = #KEYS / 2
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2])
+  release_if_mine(KEYS[n + i], ARGV[3])
+end
+"""
+)
+
+# KEYS: claim keys. ARGV: owner.
+_RELEASE = (
+    _LUA_HELPERS
+    + """
+for _, key in ipairs(KEYS) do
+  release_if_mine(key, ARGV[1])
+end
+"""
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a redis error may go away by itself (see the module docstring)."""
+    return isinstance(error, _TRANSIENT) and not isinstance(error, _FATAL)
+
+
+class DedupStore:
+    """Done-marks and claims for request ids, one Redis round trip per batch.
+
+    ``client`` should have socket timeouts set and its own retries off
+    (``retry=Retry(NoBackoff(), 0)``), so that ``retry`` alone decides how long a
+    call may take. Nothing is sent before the first call. Safe to share between
+    threads. ``metrics``, if given, counts retries and tracks whether Redis is away.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        done_ttl_s: int,
+        claim_ttl_ms: int,
+        retry: RetrySettings,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        if not namespace:
+            raise ValueError("DedupStore needs a namespace")
+        if done_ttl_s < 1 or claim_ttl_ms < 1:
+            raise ValueError("DedupStore TTLs must be >= 1")
+        self._client = client
+        self._done_prefix = f"{namespace}:done:".encode()
+        self._claim_prefix = f"{namespace}:claim:".encode()
+        self._done_ttl_s = done_ttl_s
+        self._claim_ttl_ms = claim_ttl_ms
+        self._metrics = metrics
+        self._retrying = retry_policy(
+            retry,
+            transient=is_transient,
+            event="redis retry",
+            logger_name=__name__,
+            on_retry=None if metrics is None else lambda: metrics.retry(RetryKind.REDIS),
+        )
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._mark_done = client.register_script(_MARK_DONE)
+        self._release = client.register_script(_RELEASE)
+
+    @property
+    def claim_ttl_ms(self) -> int:
+        """How long a claim lasts unless renewed."""
+        return self._claim_ttl_ms
+
+    def done_key(self, id_: str) -> bytes:
+        """The key of ``id_``'s done-mark."""
+        return self._done_prefix + _id_bytes(id_)
+
+    def claim_key(self, id_: str) -> bytes:
+        """The key of ``id_``'s claim."""
+        return self._claim_prefix + _id_bytes(id_)
+
+    def filter_done(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that are already done."""
+        unique = _unique(ids)
+        if not unique:
+            return set()
+        keys = [self.done_key(i) for i in unique]
+        values = self._call("filter_done", lambda: self._client.mget(keys))
+        return {i for i, value in zip(unique, values, strict=True) if value is not None}
+
+    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        """Claim the ids that are not done and not claimed by another owner.
+
+        Returns the ids ``owner`` holds afterwards, each for ``claim_ttl_ms``. A
+        claim that ``owner`` already holds under the same or an older token is
+        renewed (claim again to extend a lease); one under a newer token is not,
+        and neither is another owner's claim, whatever its token: the same id
+        can arrive on a partition another worker owns (a duplicate submission),
+        so a newer token does not prove the holder is gone.
+        """
+        unique = _unique(ids)
+        if not unique:
+            return set()
+        keys = [self.done_key(i) for i in unique] + [self.claim_key(i) for i in unique]
+        args = (owner, fencing_token, self._claim_ttl_ms)
+        held = self._call("claim", lambda: self._claim(keys=keys, args=args))
+        return {i for i, flag in zip(unique, held, strict=True) if flag}
+
+    def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        """Extend ``owner``'s claims on ``ids`` by ``claim_ttl_ms``; the ids renewed.
+
+        Only claims ``owner`` still holds under ``fencing_token`` or an older
+        one are extended. A claim that expired, or that another owner (or a
+        newer token) took since, is left alone and missing from the result:
+        the id may be running elsewhere too.
+        """
+        unique = _unique(ids)
+        if not unique:
+            return set()
+        keys = [self.claim_key(i) for i in unique]
+        args = (owner, fencing_token, self._claim_ttl_ms)
+        renewed = self._call("renew", lambda: self._renew(keys=keys, args=args))
+        return {i for i, flag in zip(unique, renewed, strict=True) if flag}
+
+    def mark_done(self, ids: Sequence[str], owner: str, fencing_token: int) -> None:
+        """Mark ``ids`` done for ``done_ttl_s`` and drop ``owner``'s claims on them.
+
+        Call only once the results are acknowledged by the broker. The marks are
+        written whoever holds the claims (an expired or lost claim does not
+        change that the result is out); their value is ``fencing_token``.
+        """
+        unique = _unique(ids)
+        if not unique:
+            return
+        keys = [self.done_key(i) for i in unique] + [self.claim_key(i) for i in unique]
+        args = (fencing_token, self._done_ttl_s, owner)
+        self._call("mark_done", lambda: self._mark_done(keys=keys, args=args))
+
+    def release(self, ids: Sequence[str], owner: str) -> None:
+        """Drop ``owner``'s claims on ``ids`` (work revoked or abandoned)."""
+        unique = _unique(ids)
+        if not unique:
+            return
+        keys = [self.claim_key(i) for i in unique]
+        self._call("release", lambda: self._release(keys=keys, args=[owner]))
+
+    def ping(self) -> None:
+        """Check that Redis answers; raises ``TransientError`` if it does not."""
+        self._call("ping", self._client.ping)
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        try:
+            result = self._retrying(fn)
+        except rx.RedisError as error:
+            if is_transient(error):
+                self._outage(True)
+                raise TransientError(f"redis {operation} failed: {error!r}") from error
+            raise
+        self._outage(False)
+        return result
+
+    def _outage(self, flag: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_outage(flag)
+
+
+def _id_bytes(id_: str) -> bytes:
+    # surrogatepass: any Python str maps to distinct bytes, even one that is not valid Unicode
+    return id_.encode("utf-8", "surrogatepass")
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,53 @@
+"""What the pipeline publishes and what comes back: the ``Publisher`` interface and deliveries.
+
+The pipeline steps publish through this interface; the Kafka edge implements
+it (``torchkafka.worker.kafka.KafkaPublisher``), and tests implement it in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from torchkafka.worker._errors import DeliveryFailed
+from torchkafka.worker.pipeline._records import Record
+
+
+class Outcome(Enum):
+    """What was published for an input record."""
+
+    RESULT = "result"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The broker's answer for what was published for ``record``."""
+
+    record: Record
+    outcome: Outcome
+    error: DeliveryFailed | None
+    request_id: str | None  # None for a dead letter whose request could not be read
+
+
+class Publisher(Protocol):
+    """Publishes one result or one dead letter per input record; any thread may call it."""
+
+    def result(self, record: Record, request_id: str, value: bytes) -> None:
+        """Publish ``record``'s result (key = the input's key)."""
+
+    def dead_letter(
+        self,
+        record: Record,
+        reason: str,
+        error: str,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Publish ``record`` unchanged to the dead-letter topic, with why and where."""
+
+
+def result_ids(deliveries: list[Delivery]) -> list[str]:
+    """The request ids of the results among ``deliveries``: those that get done-marks."""
+    return [d.request_id for d in deliveries if d.outcome is Outcome.RESULT and d.request_id]

@@ -1,0 +1,310 @@
+"""The inference thread: batches in, one result or dead letter per input out.
+
+The polling loop submits batches to a bounded queue (``try_submit`` says no
+when it is full, which is the loop's cue to pause its partitions). This
+thread checks deadlines, collects the pixels of image inputs (dead-lettering
+those that fail to decode), stacks the inputs into a staging buffer (padded
+to the runtime's batch bucket), runs the model, encodes the results and
+publishes them. A batch holding images decoded on the device is stacked on
+the device instead. Where the runtime is ``pipelined`` (CUDA), one batch stays in
+flight: batch k+1 is stacked and launched before the results of batch k are
+awaited, so the host's work overlaps the GPU's.
+
+A batch that raises is split in halves until the inputs that fail on their
+own are found; only those are dead-lettered. CUDA out-of-memory splits the
+batch too and lowers ``batch_limit`` for the batches formed after it.
+``swap_runtime`` replaces the model between batches.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import structlog
+import torch
+
+from torchkafka.codecs import DecodeError, Encoder, ModelInfo, Reason, Result
+from torchkafka.worker._reasons import WorkerReason
+from torchkafka.worker.model import Launched, ModelRuntime
+from torchkafka.worker.ops import RetryKind, WorkerMetrics
+from torchkafka.worker.pipeline._batcher import Batch, BatchItem, StagingPool
+from torchkafka.worker.pipeline._deliveries import Publisher
+from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
+from torchkafka.worker.pipeline._pixels import with_pixels
+from torchkafka.worker.pipeline._records import Admitted
+
+log = structlog.get_logger(__name__)
+
+_STOP = object()
+Outputs = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A launched batch, with the runtime it runs on and the staging buffer it holds."""
+
+    batch: Batch[Admitted]
+    runtime: ModelRuntime
+    staged: torch.Tensor | None  # None: stacked on the device, from no buffer
+    launched: Launched
+    started: float
+    queued: bool  # finishing it finishes a batch taken from the queue
+
+
+class InferenceWorker:
+    """Owns the model on one thread; the polling loop only submits batches."""
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        pool: StagingPool,
+        publisher: Publisher,
+        worker_id: str,
+        queue_batches: int,
+        metrics: WorkerMetrics,
+        device_jpeg: DeviceJpeg | None = None,
+    ) -> None:
+        """Results report the model name and version of the runtime that computed them.
+
+        ``device_jpeg`` decodes the JPEGs the image pool left encoded.
+        """
+        self._runtime = runtime
+        self._device_jpeg = device_jpeg
+        self._pool = pool
+        self._publisher = publisher
+        self._worker_id = worker_id
+        self._metrics = metrics
+        self.queue_batches = queue_batches
+        # unfinished_tasks counts batches queued or held by the thread (task_done when finished).
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_batches)
+        self._encoder = Encoder()  # used on the inference thread only
+        self._thread = threading.Thread(target=self._run, name="torchkafka-inference", daemon=True)
+        self._room = threading.Event()  # set whenever the thread takes a batch
+        #: Set when the thread died; the polling loop re-raises it.
+        self.failure: BaseException | None = None
+        #: The largest batch known to fit (lowered after an out-of-memory error).
+        self.batch_limit: int | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def swap_runtime(self, runtime: ModelRuntime) -> None:
+        """Run the batches launched from now on with ``runtime`` (any thread may call this).
+
+        Warm ``runtime`` up first. Batches already launched, and the halves
+        of any of them that fails, finish on the runtime they started on;
+        every result names the model that computed it.
+        """
+        old = self._runtime.info
+        self._runtime = runtime  # one reference assignment: the thread reads it per batch
+        log.info("model swapped", old=_label(old), new=_label(runtime.info))
+
+    def try_submit(self, batch: Batch[Admitted]) -> bool:
+        """Queue ``batch`` unless the queue is full (then the caller should pause)."""
+        try:
+            self._queue.put_nowait(batch)
+        except queue.Full:
+            return False
+        return True
+
+    def wait_for_room(self, timeout_s: float) -> None:
+        """Block until the thread takes a queued batch, or ``timeout_s`` passes."""
+        self._room.wait(timeout_s)
+        self._room.clear()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return self._queue.unfinished_tasks == 0
+
+    def stop(self, timeout_s: float) -> bool:
+        """Finish the queued batches, then end the thread; True if it ended in time."""
+        deadline = time.monotonic() + timeout_s
+        while self._thread.is_alive():
+            try:
+                self._queue.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                if time.monotonic() > deadline:
+                    return False
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        in_flight: _InFlight | None = None
+        try:
+            while True:
+                try:
+                    got = self._queue.get(block=in_flight is None)
+                except queue.Empty:  # nothing to overlap with the batch in flight
+                    got = None
+                else:
+                    self._room.set()
+                if isinstance(got, Batch):
+                    in_flight = self._advance(got, in_flight)
+                    continue
+                if in_flight is not None:
+                    self._finish(in_flight)
+                    in_flight = None
+                if got is _STOP:
+                    self._queue.task_done()
+                    return
+        except BaseException as exc:  # surfaced to the polling loop, which stops the worker
+            self.failure = exc
+            log.exception("inference thread failed")
+
+    def _advance(self, batch: Batch[Admitted], in_flight: _InFlight | None) -> _InFlight | None:
+        """Launch queued ``batch``, then finish ``in_flight``; what is left in flight.
+
+        ``batch`` stays in flight only on a pipelined runtime. ``in_flight``
+        is finished before a failure of ``batch`` is retried, so that its
+        device memory is free for the retries.
+        """
+        live = self._runnable(batch)
+        if live is None:  # every input had expired or failed to decode
+            self._queue.task_done()
+            return in_flight
+        runtime = self._runtime
+        try:
+            launched = self._launch(live, runtime, queued=True)
+        except Exception as exc:
+            if in_flight is not None:
+                self._finish(in_flight)
+            self._recover(live, runtime, exc)
+            self._queue.task_done()
+            return None
+        if in_flight is not None:
+            self._finish(in_flight)
+        if runtime.pipelined:
+            return launched
+        self._finish(launched)
+        return None
+
+    def _runnable(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
+        """The live inputs of ``batch``, with their pixels; None if none is left."""
+        live = self._live(batch)
+        return None if live is None else with_pixels(live, self._device_jpeg, self._reject)
+
+    def _reject(self, admitted: Admitted, error: DecodeError) -> None:
+        self._dead_letter(admitted, error.reason, str(error))
+
+    def _live(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
+        """The batch without the inputs whose deadline has passed (dead-lettered); None if empty."""
+        now_ms = time.time() * 1000
+        live: list[BatchItem[Admitted]] = []
+        for item in batch.items:
+            deadline_ms = item.token.request.deadline_ms
+            if deadline_ms is not None and deadline_ms < now_ms:
+                late_ms = now_ms - deadline_ms
+                self._dead_letter(
+                    item.token,
+                    WorkerReason.EXPIRED,
+                    f"deadline passed {late_ms:.0f} ms before its batch ran",
+                )
+            else:
+                live.append(item)
+        return Batch(tuple(live), batch.capacity) if live else None
+
+    def _launch(self, batch: Batch[Admitted], runtime: ModelRuntime, queued: bool) -> _InFlight:
+        """Stack ``batch`` (padded to its bucket) into a staging buffer and launch it.
+
+        A batch holding pixels on the device is stacked on the device.
+        """
+        started = time.monotonic()
+        rows = runtime.rows_for(len(batch))
+        tensors = [item.tensor for item in batch.items]
+        staged: torch.Tensor | None = None
+        if self._device_jpeg is not None and any(not t.is_cpu for t in tensors):
+            inputs = self._device_jpeg.stack(tensors, rows)
+        else:
+            staged = inputs = batch.stack(self._pool, rows)
+        try:
+            launched = runtime.launch(inputs, len(batch))
+        except BaseException:
+            self._release(staged)
+            raise
+        return _InFlight(batch, runtime, staged, launched, started, queued)
+
+    def _release(self, staged: torch.Tensor | None) -> None:
+        if staged is not None:
+            self._pool.release(staged)
+
+    def _finish(self, flight: _InFlight) -> None:
+        """Wait for ``flight``'s results and publish them (or recover from its failure)."""
+        try:
+            outputs = flight.runtime.complete(flight.launched)
+        except Exception as exc:
+            self._release(flight.staged)
+            self._recover(flight.batch, flight.runtime, exc)
+        else:
+            self._release(flight.staged)
+            self._publish(flight, outputs, time.monotonic())
+        if flight.queued:
+            self._queue.task_done()
+
+    def _run_now(self, batch: Batch[Admitted], runtime: ModelRuntime) -> None:
+        """Launch and finish a part of a failed batch, on the runtime the batch ran on."""
+        try:
+            flight = self._launch(batch, runtime, queued=False)
+        except Exception as exc:
+            self._recover(batch, runtime, exc)
+        else:
+            self._finish(flight)
+
+    def _recover(self, batch: Batch[Admitted], runtime: ModelRuntime, exc: Exception) -> None:
+        """Split a batch that raised, or dead-letter its one input."""
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            self._split(batch, runtime, oom=True)
+        elif len(batch) == 1:
+            self._dead_letter(batch.items[0].token, WorkerReason.MODEL_ERROR, repr(exc))
+        else:
+            self._split(batch, runtime, oom=False)
+
+    def _dead_letter(self, admitted: Admitted, reason: WorkerReason | Reason, error: str) -> None:
+        self._publisher.dead_letter(admitted.record, reason, error, request_id=admitted.request.id)
+
+    def _split(self, batch: Batch[Admitted], runtime: ModelRuntime, oom: bool) -> None:
+        half = len(batch) // 2
+        if oom:
+            if len(batch) == 1:
+                self._dead_letter(
+                    batch.items[0].token,
+                    WorkerReason.MODEL_ERROR,
+                    "CUDA out of memory on one input",
+                )
+                return
+            smaller = runtime.smaller_batch(len(batch))
+            self.batch_limit = min(self.batch_limit or len(batch), smaller)
+            log.warning("out of memory; splitting batches", batch_limit=self.batch_limit)
+        self._metrics.retry(RetryKind.BATCH_SPLIT)
+        for part in (batch.items[:half], batch.items[half:]):
+            self._run_now(Batch(part, batch.capacity), runtime)
+
+    def _publish(self, flight: _InFlight, outputs: list[Outputs], finished: float) -> None:
+        batch, started = flight.batch, flight.started
+        model = flight.runtime.info
+        infer_ms = (finished - started) * 1000
+        waits_s = [started - item.enqueued_at for item in batch.items]
+        self._metrics.batch(len(batch), finished - started, waits_s)
+        for item, row, wait_s in zip(batch.items, outputs, waits_s, strict=True):
+            record, request = item.token.record, item.token.request
+            result = Result(
+                id=request.id,
+                outputs=row,
+                model=model,
+                timings_ms={
+                    "queue_ms": wait_s * 1000,
+                    "infer_ms": infer_ms,
+                    "total_ms": (finished - record.received_s) * 1000,
+                },
+                meta=request.meta,
+                worker=self._worker_id,
+            )
+            self._publisher.result(record, request.id, self._encoder.result(result))
+
+
+def _label(model: ModelInfo) -> str:
+    return f"{model.name}:{model.version}"

@@ -1,0 +1,38 @@
+"""A consumed Kafka record, carried through the pipeline with its offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torchkafka.codecs import Request
+from torchkafka.worker.pipeline._images import ModelInput
+
+#: (topic, partition): the unit of assignment, pausing and committing.
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Record:
+    """One input message: where it came from, its original bytes, and its request."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str | bytes | None]]
+    received_s: float
+
+    @property
+    def partition_key(self) -> TopicPartitionKey:
+        """The (topic, partition) this record belongs to."""
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A record whose request is valid, with the input the model will get."""
+
+    record: Record
+    request: Request
+    input: ModelInput
