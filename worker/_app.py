@@ -21,7 +21,7 @@ from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
 from torchkafka.topology import admin_client
 from torchkafka.worker._config import WorkerConfig, static_membership
 from torchkafka.worker._errors import StartupError, TransientError
-from torchkafka.worker.kafka import KafkaPublisher, WorkerLoop
+from torchkafka.worker.kafka import KafkaPublisher, LoopTimings, WorkerLoop
 from torchkafka.worker.model import Reloader, build_runtime, resolve_device, watched_files
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
 from torchkafka.worker.pipeline import (
@@ -29,10 +29,12 @@ from torchkafka.worker.pipeline import (
     DedupStore,
     DeviceJpeg,
     Gate,
+    GuardedPublisher,
     ImageDecoder,
     InferenceWorker,
     MicroBatcher,
     RetrySettings,
+    Settlement,
     StagingPool,
     decode_threads,
 )
@@ -112,10 +114,18 @@ def _run(
         }
     )
     publisher = KafkaPublisher(producer, config.output_topic, config.dead_letter_topic, me, metrics)
+    guarded = GuardedPublisher(
+        publisher,
+        DeadLetterGuard(
+            config.dead_letter_max_ratio,
+            config.dead_letter_window,
+            config.dead_letter_max_consecutive,
+        ),
+    )
     inference = InferenceWorker(
         runtime,
         StagingPool(pin_memory=device.type == "cuda"),
-        publisher,
+        guarded,
         me,
         config.inference_queue_batches,
         metrics,
@@ -137,32 +147,30 @@ def _run(
             **config.consumer,
         }
     )
+    gate = Gate(
+        guarded,
+        dedup,
+        DEFAULT_LIMITS,
+        config.input_name,
+        me,
+        fail_open=config.redis_outage == "fail-open",
+        images=images,
+    )
     loop = WorkerLoop(
         consumer=consumer,
         input_topic=config.input_topic,
-        gate=Gate(
-            publisher,
-            dedup,
-            DEFAULT_LIMITS,
-            config.input_name,
-            me,
-            fail_open=config.redis_outage == "fail-open",
-            images=images,
-        ),
-        dedup=dedup,
+        gate=gate,
+        settlement=Settlement(dedup, gate, me),
         publisher=publisher,
         inference=inference,
         batcher=MicroBatcher(config.max_batch_size, config.max_wait_ms / 1000),
-        guard=DeadLetterGuard(
-            config.dead_letter_max_ratio,
-            config.dead_letter_window,
-            config.dead_letter_max_consecutive,
-        ),
-        owner=me,
         poll_batch=config.poll_batch,
         metrics=metrics,
         health=health,
-        shutdown_redis_wait_s=config.shutdown_redis_wait_s,
+        timings=LoopTimings(
+            shutdown_redis_wait_s=config.shutdown_redis_wait_s,
+            claim_renew_s=config.claim_ttl_ms / 1000 / 3,
+        ),
     )
     reloader = Reloader(
         lambda: inference.swap_runtime(build_runtime(config, device)),

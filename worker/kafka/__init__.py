@@ -10,11 +10,12 @@ from torchkafka.worker.kafka._consumer import (
     record_from_message,
     topic_partitions,
 )
-from torchkafka.worker.kafka._loop import WorkerLoop
+from torchkafka.worker.kafka._loop import LoopTimings, WorkerLoop
 from torchkafka.worker.kafka._publisher import KafkaPublisher
 
 __all__ = [
     "KafkaPublisher",
+    "LoopTimings",
     "WorkerLoop",
     "assign_paused",
     "is_record",

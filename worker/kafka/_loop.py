@@ -1,11 +1,12 @@
 """The polling loop: the only place that consumes, pauses, commits and rebalances.
 
-One iteration: consume a batch of records, admit them (decode, dedup), add
-them to the micro-batcher, hand full or due batches to the inference thread,
-then settle what the broker acknowledged: done-marks in Redis first, then the
-commit watermark. When the inference queue is full, or Redis is away, the
-assigned partitions are paused and polling goes on, so the group never sees a
-stalled member. Each completed iteration is a heartbeat for the liveness probe.
+One step: consume a batch of records, admit them (decode, dedup), add them to
+the micro-batcher, hand full or due batches to the inference thread, then
+settle what the broker acknowledged (``Settlement``: done-marks first, then
+commit points) and commit. When ``Backpressure`` says so (a lasting backlog,
+or Redis away) the assigned partitions are paused and polling goes on, so the
+group never sees a stalled member. Each step is a heartbeat for the liveness
+probe.
 """
 
 from __future__ import annotations
@@ -14,130 +15,136 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from torchkafka.worker._errors import TransientError, WorkerError
+from torchkafka.worker._errors import WorkerError
 from torchkafka.worker.kafka._consumer import (
     assign_paused,
     is_record,
     record_from_message,
     topic_partitions,
 )
-from torchkafka.worker.kafka._publisher import KafkaPublisher
 from torchkafka.worker.ops import Health, RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline import (
     Admission,
     Admitted,
+    Backpressure,
     Batch,
     BatchItem,
-    DeadLetterGuard,
-    DedupStore,
-    Delivery,
     Gate,
     InferenceWorker,
     MicroBatcher,
-    OffsetTracker,
-    Outcome,
+    Outbox,
+    Parking,
+    Settlement,
     TopicPartitionKey,
     batch_tensor,
-    result_ids,
+    intake_limit,
 )
 
 log = structlog.get_logger(__name__)
 
-#: How long a rebalance or shutdown waits for in-flight batches.
-DRAIN_TIMEOUT_S = 30.0
-#: How long to wait for room in a full inference queue before polling again.
-BACKLOG_WAIT_S = 0.05
-#: A full inference queue for longer than this pauses the partitions.
-PAUSE_AFTER_S = 0.5
-#: How often parked records (ids held elsewhere, or Redis away) are retried.
-PARKED_RETRY_S = 0.5
-#: How often the consumer lag is measured (from the consumer's cached watermarks).
-LAG_INTERVAL_S = 5.0
+
+@dataclass(frozen=True, slots=True)
+class LoopTimings:
+    """The loop's waits, in seconds."""
+
+    #: How long a rebalance or shutdown waits for in-flight batches.
+    drain_s: float = 30.0
+    #: How long shutdown waits for Redis to take the done-marks it holds.
+    shutdown_redis_wait_s: float = 10.0
+    #: How often the claims of work in progress are renewed (a third of their TTL).
+    claim_renew_s: float = 10.0
+    #: How long to wait for room in a full inference queue before polling again.
+    backlog_wait_s: float = 0.05
+    #: A backlog that lasts longer than this pauses the partitions.
+    pause_after_s: float = 0.5
+    #: How often parked records (ids held elsewhere, or Redis away) are retried.
+    parked_retry_s: float = 0.5
+    #: How often the consumer lag is measured (from the consumer's cached watermarks).
+    lag_interval_s: float = 5.0
 
 
 class WorkerLoop:
-    """Drives one consumer; call ``run`` on the main thread."""
+    """Drives one consumer: ``run`` on the main thread (or ``subscribe``, ``step``, ``drain``)."""
 
     def __init__(
         self,
         consumer: Consumer,
         input_topic: str,
         gate: Gate,
-        dedup: DedupStore,
-        publisher: KafkaPublisher,
+        settlement: Settlement,
+        publisher: Outbox,
         inference: InferenceWorker,
         batcher: MicroBatcher[Admitted],
-        guard: DeadLetterGuard,
-        owner: str,
         poll_batch: int,
         metrics: WorkerMetrics,
         health: Health,
-        shutdown_redis_wait_s: float,
+        timings: LoopTimings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
         self._input_topic = input_topic
         self._gate = gate
-        self._dedup = dedup
+        self._settlement = settlement
         self._publisher = publisher
         self._inference = inference
         self._batcher = batcher
-        self._guard = guard
-        self._owner = owner
         self._poll_batch = poll_batch
         self._metrics = metrics
         self._health = health
+        self._timings = timings
         self._clock = clock
-        self._shutdown_redis_wait_s = shutdown_redis_wait_s
-        self._tracker: OffsetTracker[TopicPartitionKey] = OffsetTracker()
+        self._backpressure = Backpressure(timings.pause_after_s, clock)
+        self._parking = Parking(timings.parked_retry_s, clock)
         self._ready: deque[Batch[Admitted]] = deque()
-        self._parked: list[Admitted] = []
-        self._parked_retry_at = 0.0
-        self._unmarked: list[Delivery] = []
-        self._backlogged_since: float | None = None
         self._gate_blocked = False  # Redis was away when the gate last ran
         self._paused = False
         self._epoch = 0
         self._assigned: set[TopicPartitionKey] = set()
         self._committed: dict[TopicPartitionKey, int] = {}
         self._lag_due = 0.0
-        self._renew_interval_s = dedup.claim_ttl_ms / 1000 / 3
-        self._renew_due = clock() + self._renew_interval_s
+        self._renew_due = clock() + timings.claim_renew_s
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and leave the group."""
+        self.subscribe()
+        try:
+            while not stop.is_set():
+                self.step()
+            self.drain()
+        except BaseException:
+            self._release_queued()
+            raise
+        finally:
+            self._consumer.close()
+
+    def subscribe(self) -> None:
+        """Join the group; partitions arrive through the rebalance callbacks."""
         self._consumer.subscribe(
             [self._input_topic],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        try:
-            while not stop.is_set():
-                self._step()
-            self._drain()
-        finally:
-            self._consumer.close()
 
-    def _step(self) -> None:
-        if self._inference.failure is not None:
-            raise WorkerError("the inference thread failed") from self._inference.failure
+    def step(self) -> None:
+        """One iteration: poll, admit, batch, submit, settle, pause or resume."""
+        self._raise_if_inference_failed()
         if self._ready:  # the inference queue is full: wait for room, not for records
-            self._inference.wait_for_room(BACKLOG_WAIT_S)
+            self._inference.wait_for_room(self._timings.backlog_wait_s)
         messages = self._consumer.consume(self._intake_limit(), self._poll_timeout())
         now = self._clock()
         records = [record_from_message(m, now) for m in messages if is_record(m)]
         self._metrics.consumed(len(records))
-        for record in records:
-            self._tracker.track(record.partition_key, record.offset)
+        self._settlement.track(records)
         if records:
             self._admit(self._gate.admit(records, self._epoch))
-        if self._parked and now >= self._parked_retry_at:
-            parked, self._parked = self._parked, []
+        parked = self._parking.due()
+        if parked:
             self._metrics.retry(RetryKind.PARKED, len(parked))
             self._admit(self._gate.gate(parked, self._epoch))
         self._ready.extend(self._batcher.due(now))
@@ -147,6 +154,32 @@ class WorkerLoop:
         self._measure_lag(now)
         self._health.beat()
 
+    def drain(self) -> None:
+        """Shutdown: run what is queued, wait for its results, commit, release the rest."""
+        self._ready.extend(self._batcher.drain())
+        deadline = self._clock() + self._timings.drain_s
+        while self._ready and self._clock() < deadline and self._inference.failure is None:
+            self._submit_ready()
+            self._settle(timeout_s=0.05)
+        if not self._inference.stop(max(0.0, deadline - self._clock())):
+            log.error("the inference thread did not finish its batches in time")
+        self._publisher.flush(max(0.0, deadline - self._clock()))
+        self._settle()
+        self._settle_held_marks()
+        # Synchronously, everything: earlier asynchronous commits may still be in flight.
+        self._commit({**self._committed, **self._settlement.committable()}, asynchronous=False)
+        unsent = sum(len(batch) for batch in self._ready)
+        parked = len(self._parking)
+        self._release_queued()
+        log.info("drained", parked=parked, unsent=unsent)
+
+    def _raise_if_inference_failed(self) -> None:
+        failure = self._inference.failure
+        if isinstance(failure, WorkerError):
+            raise failure
+        if failure is not None:
+            raise WorkerError("the inference thread failed") from failure
+
     def _poll_timeout(self) -> float:
         if self._ready:
             return 0.0
@@ -155,29 +188,31 @@ class WorkerLoop:
             return 0.1
         return min(0.1, max(0.0, deadline - self._clock()))
 
-    def _intake_limit(self) -> int:
-        """Records to take now: what fits in the inference queue and one batch more.
+    def _capacity(self) -> int:
+        """Records the inference queue holds, and one batch more."""
+        return (self._inference.queue_batches + 1) * self._batcher.max_batch_size
 
-        Taking more would only grow a backlog that has to be paused for, and a
-        pause drops the records the consumer had already fetched.
+    def _backlog(self) -> int:
+        queued = sum(len(batch) for batch in self._ready)
+        return len(self._batcher) + queued + len(self._parking)
+
+    def _intake_limit(self) -> int:
+        """Records to take now: taking more would only grow a backlog to pause for.
+
+        A pause drops the records the consumer had already fetched.
         """
-        capacity = (self._inference.queue_batches + 1) * self._batcher.max_batch_size
-        backlog = len(self._batcher) + sum(len(batch) for batch in self._ready)
-        return max(1, min(self._poll_batch, capacity - backlog))
+        return intake_limit(self._poll_batch, self._capacity(), self._backlog())
 
     def _admit(self, admission: Admission) -> None:
         self._metrics.dedup_skipped(len(admission.skipped))
-        for record in admission.skipped:
-            self._tracker.ack(record.partition_key, record.offset)
+        self._settlement.skip(admission.skipped)
         now = self._clock()
         for admitted in admission.admitted:
             # The wait for a batch counts from here, not from the poll: decoding and
             # the Redis round trips must not eat the batching window.
             item = BatchItem(batch_tensor(admitted.input), admitted, now)
             self._ready.extend(self._batcher.add(item, now))
-        if admission.parked:
-            self._parked += admission.parked
-            self._parked_retry_at = self._clock() + PARKED_RETRY_S
+        self._parking.park(admission.parked)
         self._gate_blocked = admission.redis_down
 
     def _submit_ready(self) -> None:
@@ -188,23 +223,17 @@ class WorkerLoop:
             self._ready.popleft()
 
     def _settle(self, timeout_s: float = 0.0) -> None:
-        """Done-mark what the broker acknowledged, ack it, and commit the watermark.
-
-        Every wait for results calls this, so it also renews the claims on the
-        work in progress when due.
-        """
-        deliveries = self._unmarked + self._publisher.completed(timeout_s)
-        if deliveries and self._mark_done(deliveries):
-            self._acknowledge(deliveries)
-        self._commit(self._tracker.committable(), asynchronous=True)
+        """Settle what the broker acknowledged, commit, and renew claims when due."""
+        self._settlement.settle(self._publisher.completed(timeout_s), self._epoch)
+        self._commit(self._settlement.committable(), asynchronous=True)
         self._renew_claims()
 
     def _renew_claims(self) -> None:
         """Every third of the claim TTL, extend the claims of admitted, unsettled ids."""
         now = self._clock()
-        if now < self._renew_due or self._gate_blocked or self._unmarked:
+        if now < self._renew_due or self._redis_away():
             return  # not due, or Redis is away (it would only wait out its retries)
-        self._renew_due = now + self._renew_interval_s
+        self._renew_due = now + self._timings.claim_renew_s
         lost = self._gate.renew(self._epoch)
         if lost:
             self._metrics.claims_lost(len(lost))
@@ -214,64 +243,23 @@ class WorkerLoop:
                 ids=sorted(lost)[:20],
             )
 
-    def _acknowledge(self, deliveries: list[Delivery]) -> None:
-        """``deliveries`` are settled: their offsets may be committed."""
-        self._gate.settled(d.request_id for d in deliveries if d.request_id)
-        for delivery in deliveries:
-            record = delivery.record
-            self._tracker.ack(record.partition_key, record.offset)
-            self._guard.record(delivery.outcome is Outcome.DEAD_LETTER)
+    def _redis_away(self) -> bool:
+        return self._gate_blocked or self._settlement.holding
 
-    def _mark_done(self, deliveries: list[Delivery]) -> bool:
-        """Write done-marks for delivered results; False (and held) while Redis is away.
-
-        Fail-open, results go unmarked instead: the worker goes on without dedup.
-        """
-        for delivery in deliveries:
-            if delivery.error is not None:
-                # librdkafka has already retried for delivery.timeout.ms: stop without
-                # committing, so that a restarted worker processes the record again.
-                raise delivery.error
-        ids = result_ids(deliveries)
-        try:
-            self._dedup.mark_done(ids, self._owner, self._epoch)
-        except TransientError as exc:
-            if self._gate.fail_open:
-                log.warning(
-                    "cannot write done-marks; committing without them (fail-open)",
-                    count=len(ids),
-                    error=str(exc),
-                )
-                self._unmarked = []
-                return True
-            log.warning("cannot write done-marks yet; holding commits", error=str(exc))
-            self._unmarked = deliveries
-            return False
-        self._unmarked = []
-        return True
-
-    def _settle_unmarked(self) -> None:
-        """Shutdown: wait a while for Redis to take the marks held back, then commit anyway.
-
-        Committing a delivered result without its done-mark loses nothing, and
-        the restarted group does not process its record again; only a later
-        replay or re-submission of its id would get a second result. Holding
-        the commit instead would make the restart redo every one of them.
-        """
-        deadline = self._clock() + self._shutdown_redis_wait_s
-        while self._unmarked and self._clock() < deadline:
+    def _settle_held_marks(self) -> None:
+        """Shutdown: wait a while for Redis to take the held marks, then settle without them."""
+        deadline = self._clock() + self._timings.shutdown_redis_wait_s
+        while self._settlement.holding and self._clock() < deadline:
             self._settle()  # each failing try takes the Redis retries' backoff
-        if self._unmarked:
-            ids = result_ids(self._unmarked)
+        if self._settlement.holding:
+            ids = self._settlement.settle_without_marks()
             log.error(
                 "redis still away at shutdown: committing delivered results without "
                 "done-marks; a replay or re-submission of these ids gets a second result",
-                waited_s=self._shutdown_redis_wait_s,
+                waited_s=self._timings.shutdown_redis_wait_s,
                 count=len(ids),
                 ids=ids[:20],
             )
-            self._acknowledge(self._unmarked)
-            self._unmarked = []
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], asynchronous: bool) -> None:
         if offsets:
@@ -279,25 +267,22 @@ class WorkerLoop:
             partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             if asynchronous:
                 self._consumer.commit(offsets=partitions, asynchronous=True)
-            else:
-                self._consumer.commit(offsets=partitions, asynchronous=False)
+                return
+            for tp in self._consumer.commit(offsets=partitions, asynchronous=False):
+                if tp.error is not None:
+                    log.warning(
+                        "commit refused", partition=(tp.topic, tp.partition), error=tp.error.str()
+                    )
 
     def _pause_or_resume(self) -> None:
-        redis_away = self._gate_blocked or bool(self._unmarked)
-        if self._ready:
-            self._backlogged_since = self._backlogged_since or self._clock()
-        else:
-            self._backlogged_since = None
-        # A short backlog is absorbed by the intake limit; pause only for long batches.
-        stuck = self._backlogged_since is not None and (
-            self._clock() - self._backlogged_since > PAUSE_AFTER_S
-        )
-        blocked = stuck or redis_away
+        backlogged = bool(self._ready) or len(self._parking) >= self._capacity()
+        reason = self._backpressure.reason(backlogged, self._redis_away())
+        blocked = reason is not None
         if blocked != self._paused and self._assigned:
             partitions = topic_partitions(self._assigned)
             if blocked:
                 self._consumer.pause(partitions)
-                log.debug("paused", reason="redis" if redis_away else "inference queue full")
+                log.debug("paused", reason=str(reason))
             else:
                 self._consumer.resume(partitions)
                 log.debug("resumed")
@@ -305,10 +290,10 @@ class WorkerLoop:
             self._metrics.paused(blocked)
 
     def _measure_lag(self, now: float) -> None:
-        """Every LAG_INTERVAL_S, per partition read from: high watermark minus position."""
+        """Every lag interval, per partition read from: high watermark minus position."""
         if now < self._lag_due:
             return
-        self._lag_due = now + LAG_INTERVAL_S
+        self._lag_due = now + self._timings.lag_interval_s
         for tp in self._consumer.position(topic_partitions(self._assigned)):
             try:  # the watermark as of the last fetch: no broker round trip
                 high = self._consumer.get_watermark_offsets(tp, cached=True)[1]
@@ -327,21 +312,24 @@ class WorkerLoop:
             assign_paused(consumer, partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._give_up(partitions, commit=True)
+        self._give_up(partitions, lost=False)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._give_up(partitions, commit=False)
+        self._give_up(partitions, lost=True)
 
-    def _give_up(self, partitions: Sequence[TopicPartition], commit: bool) -> None:
-        """Drop queued work of ``partitions``, finish in-flight work, commit what is done."""
+    def _give_up(self, partitions: Sequence[TopicPartition], lost: bool) -> None:
+        """Drop queued work of ``partitions``, finish in-flight work, commit what is done.
+
+        Lost partitions already belong to another member: nothing of theirs is
+        committed (their offsets are forgotten before the in-flight work settles).
+        """
         keys = {(tp.topic, tp.partition) for tp in partitions}
 
         def mine(admitted: Admitted) -> bool:
             return admitted.record.partition_key in keys
 
         dropped = [item.token for item in self._batcher.discard(mine)]
-        dropped += [a for a in self._parked if mine(a)]
-        self._parked = [a for a in self._parked if not mine(a)]
+        dropped += self._parking.take(mine)
         kept: deque[Batch[Admitted]] = deque()
         for batch in self._ready:
             items = tuple(item for item in batch.items if not mine(item.token))
@@ -350,36 +338,39 @@ class WorkerLoop:
                 kept.append(Batch(items, batch.capacity))
         self._ready = kept
         self._gate.release(dropped)
-        self._wait_for_in_flight()
-        offsets = self._tracker.revoke(keys)
-        if commit:
+        if lost:
+            self._settlement.revoke(keys)
+            self._wait_for_in_flight()
+        else:
+            self._wait_for_in_flight()
             final = {key: o for key, o in self._committed.items() if key in keys}
-            self._commit({**final, **offsets}, asynchronous=False)
+            self._commit({**final, **self._settlement.revoke(keys)}, asynchronous=False)
         for key in keys:
             self._committed.pop(key, None)
         self._assigned -= keys
         self._metrics.forget_partitions(keys)
-        log.info("revoked", partitions=sorted(keys), committed=commit, dropped=len(dropped))
+        log.info("revoked", partitions=sorted(keys), lost=lost, dropped=len(dropped))
 
     def _wait_for_in_flight(self) -> None:
-        deadline = self._clock() + DRAIN_TIMEOUT_S
-        while not self._inference.idle() and self._clock() < deadline:
+        """Wait (up to the drain time) for the submitted batches' results, and settle them.
+
+        A failed inference thread finishes nothing more: no wait then.
+        """
+        deadline = self._clock() + self._timings.drain_s
+        while (
+            not self._inference.idle()
+            and self._inference.failure is None
+            and self._clock() < deadline
+        ):
             self._settle(timeout_s=0.05)
         self._publisher.flush(max(0.0, deadline - self._clock()))
         self._settle()
 
-    def _drain(self) -> None:
-        """Shutdown: run what is queued, wait for its results, commit, release the rest."""
-        self._ready.extend(self._batcher.drain())
-        deadline = self._clock() + DRAIN_TIMEOUT_S
-        while self._ready and self._clock() < deadline:
-            self._submit_ready()
-            self._settle(timeout_s=0.05)
-        self._inference.stop(max(0.0, deadline - self._clock()))
-        self._publisher.flush(max(0.0, deadline - self._clock()))
-        self._settle()
-        self._settle_unmarked()
-        # Synchronously, everything: earlier asynchronous commits may still be in flight.
-        self._commit({**self._committed, **self._tracker.committable()}, asynchronous=False)
-        self._gate.release(self._parked)
-        log.info("drained", parked=len(self._parked), unsent_batches=len(self._ready))
+    def _release_queued(self) -> None:
+        """Give up the claims of work never submitted, so other workers need not wait them out."""
+        queued = [item.token for batch in self._ready for item in batch.items]
+        queued += [item.token for item in self._batcher.discard(lambda _: True)]
+        queued += self._parking.take(lambda _: True)
+        self._ready.clear()
+        if queued:
+            self._gate.release(queued)

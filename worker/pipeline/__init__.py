@@ -6,10 +6,11 @@ Dedup and its retries live here too; so do image decoding and the dead-letter gu
 """
 
 from torchkafka.worker.pipeline._admission import Admission, Gate
+from torchkafka.worker.pipeline._backpressure import Backpressure, PauseReason, intake_limit
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, StagingPool
-from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard
-from torchkafka.worker.pipeline._dedup import DedupStore
-from torchkafka.worker.pipeline._deliveries import Delivery, Outcome, Publisher, result_ids
+from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, GuardedPublisher
+from torchkafka.worker.pipeline._dedup import Dedup, DedupStore
+from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
 from torchkafka.worker.pipeline._images import (
     DecodingImage,
@@ -20,32 +21,42 @@ from torchkafka.worker.pipeline._images import (
 )
 from torchkafka.worker.pipeline._inference import InferenceWorker
 from torchkafka.worker.pipeline._offsets import OffsetTracker
+from torchkafka.worker.pipeline._parking import Parking
 from torchkafka.worker.pipeline._records import Admitted, Record, TopicPartitionKey
 from torchkafka.worker.pipeline._retry import RetrySettings
+from torchkafka.worker.pipeline._settlement import Settlement
 
 __all__ = [
     "Admission",
     "Admitted",
+    "Backpressure",
     "Batch",
     "BatchItem",
     "DeadLetterGuard",
     "DecodingImage",
+    "Dedup",
     "DedupStore",
     "Delivery",
     "DeviceJpeg",
     "Gate",
+    "GuardedPublisher",
     "ImageDecoder",
     "InferenceWorker",
     "MicroBatcher",
     "ModelInput",
     "OffsetTracker",
+    "Outbox",
     "Outcome",
+    "Parking",
+    "PauseReason",
     "Publisher",
     "Record",
     "RetrySettings",
+    "Settlement",
     "StagingPool",
     "TopicPartitionKey",
     "batch_tensor",
     "decode_threads",
+    "intake_limit",
     "result_ids",
 ]

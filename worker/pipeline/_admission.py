@@ -17,7 +17,7 @@ import structlog
 from torchkafka.codecs import DecodeError, EncodedImage, Limits, decode_request
 from torchkafka.worker._errors import TransientError
 from torchkafka.worker._reasons import WorkerReason
-from torchkafka.worker.pipeline._dedup import DedupStore
+from torchkafka.worker.pipeline._dedup import Dedup
 from torchkafka.worker.pipeline._deliveries import Publisher
 from torchkafka.worker.pipeline._images import ImageDecoder
 from torchkafka.worker.pipeline._records import Admitted, Record
@@ -44,7 +44,7 @@ class Gate:
     def __init__(
         self,
         publisher: Publisher,
-        dedup: DedupStore,
+        dedup: Dedup,
         limits: Limits,
         input_name: str,
         owner: str,

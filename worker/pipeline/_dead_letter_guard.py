@@ -1,10 +1,18 @@
-"""Stops a worker that dead-letters too much, instead of draining a stream into the DLQ."""
+"""Stops a worker that dead-letters too much, instead of draining a stream into the DLQ.
+
+The guard counts each outcome before it is published (``GuardedPublisher``),
+so the dead letter that passes a limit is never produced and its offset is
+never committed: a restarted worker, with the bad deploy fixed, processes it.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 from torchkafka.worker._errors import DeadLetterLimitExceeded
+from torchkafka.worker.pipeline._deliveries import Publisher
+from torchkafka.worker.pipeline._records import Record
 
 
 class DeadLetterGuard:
@@ -12,6 +20,7 @@ class DeadLetterGuard:
 
     ``max_ratio`` applies to the last ``window`` outcomes, and only once that
     many have been seen, so a single early bad message does not stop a worker.
+    Safe to call from several threads.
     """
 
     def __init__(self, max_ratio: float, window: int, max_consecutive: int) -> None:
@@ -24,9 +33,14 @@ class DeadLetterGuard:
         self._outcomes: deque[bool] = deque(maxlen=window)
         self._dead_in_window = 0
         self._consecutive = 0
+        self._lock = threading.Lock()
 
     def record(self, dead_lettered: bool) -> None:
         """Count one message's outcome; raise ``DeadLetterLimitExceeded`` past a limit."""
+        with self._lock:
+            self._record(dead_lettered)
+
+    def _record(self, dead_lettered: bool) -> None:
         if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
             self._dead_in_window -= 1
         self._outcomes.append(dead_lettered)
@@ -42,3 +56,28 @@ class DeadLetterGuard:
                 f"{self._dead_in_window} of the last {len(self._outcomes)} messages were "
                 f"dead-lettered (limit {self._max_ratio:.0%})"
             )
+
+
+class GuardedPublisher:
+    """A ``Publisher`` that counts every outcome on ``guard`` before publishing it."""
+
+    def __init__(self, publisher: Publisher, guard: DeadLetterGuard) -> None:
+        self._publisher = publisher
+        self._guard = guard
+
+    def result(self, record: Record, request_id: str, value: bytes) -> None:
+        """Count a result, then publish it."""
+        self._guard.record(dead_lettered=False)
+        self._publisher.result(record, request_id, value)
+
+    def dead_letter(
+        self,
+        record: Record,
+        reason: str,
+        error: str,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Count a dead letter (raising past a limit, unpublished), then publish it."""
+        self._guard.record(dead_lettered=True)
+        self._publisher.dead_letter(record, reason, error, request_id, attempts)

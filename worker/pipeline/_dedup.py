@@ -29,7 +29,7 @@ permission failures and every other redis error (wrong type, script errors).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis
 from redis import exceptions as rx
@@ -141,6 +141,33 @@ end
 def is_transient(error: BaseException) -> bool:
     """Whether a redis error may go away by itself (see the module docstring)."""
     return isinstance(error, _TRANSIENT) and not isinstance(error, _FATAL)
+
+
+class Dedup(Protocol):
+    """What the pipeline asks of the dedup store; ``DedupStore`` is the Redis one.
+
+    Each call raises ``TransientError`` while the store is away.
+    """
+
+    def filter_done(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that are already done."""
+        ...
+
+    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        """Claim ``ids`` for ``owner``; the ids now claimed by it."""
+        ...
+
+    def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        """Extend ``owner``'s claims on ``ids``; the ids whose claims it still held."""
+        ...
+
+    def mark_done(self, ids: Sequence[str], owner: str, fencing_token: int) -> None:
+        """Write the done-marks of ``ids`` (and drop their claims)."""
+        ...
+
+    def release(self, ids: Sequence[str], owner: str) -> None:
+        """Give up ``owner``'s claims on ``ids``."""
+        ...
 
 
 class DedupStore:

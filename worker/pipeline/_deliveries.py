@@ -1,7 +1,8 @@
 """What the pipeline publishes and what comes back: the ``Publisher`` interface and deliveries.
 
-The pipeline steps publish through this interface; the Kafka edge implements
-it (``torchkafka.worker.kafka.KafkaPublisher``), and tests implement it in memory.
+The pipeline steps publish through ``Publisher``; the polling loop also
+collects the broker's answers through ``Outbox``. The Kafka edge implements
+both (``torchkafka.worker.kafka.KafkaPublisher``); tests do it in memory.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Publisher(Protocol):
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
         """Publish ``record``'s result (key = the input's key)."""
+        ...
 
     def dead_letter(
         self,
@@ -46,6 +48,19 @@ class Publisher(Protocol):
         attempts: int = 1,
     ) -> None:
         """Publish ``record`` unchanged to the dead-letter topic, with why and where."""
+        ...
+
+
+class Outbox(Publisher, Protocol):
+    """A publisher whose deliveries the polling loop collects and waits for."""
+
+    def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
+        """Serve delivery reports for up to ``timeout_s``; every delivery finished since."""
+        ...
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for outstanding deliveries; how many are still outstanding."""
+        ...
 
 
 def result_ids(deliveries: list[Delivery]) -> list[str]:

@@ -10,8 +10,9 @@ import time
 import pytest
 import torch
 
+from tests.support.fakes import MemoryOutbox
 from tests.support.pictures import picture, pillow_pixels, truncated_jpeg
-from tests.unit.worker.pipeline.test_inference import FakePublisher, Halving
+from tests.support.runtimes import Halving
 from torchkafka.codecs import InvalidImage, Request, encoded_image
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.model import LoadedModel, ModelRuntime, parse_postprocess, parse_preprocess
@@ -88,7 +89,7 @@ def test_the_inference_thread_runs_device_decoded_jpegs_and_dead_letters_a_corru
         parse_postprocess("raw"),
         gpu,
     )
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     pool = StagingPool()
     worker = InferenceWorker(runtime, pool, publisher, "w", 4, WorkerMetrics(), device_jpeg)
     files = {"a": picture("jpeg", 40, 24, seed=1), "png": picture("png", 40, 24, seed=2)}

@@ -5,7 +5,6 @@ pipelined as on CUDA (launch batch k+1, then complete batch k), which the
 CPU runtime does when told it is pipelined.
 """
 
-import threading
 import time
 
 import pytest
@@ -13,8 +12,10 @@ import torch
 from torch import nn
 
 from tests.support import tiny_models
+from tests.support.fakes import MemoryOutbox
 from tests.support.pictures import picture, pillow_pixels, truncated_jpeg
-from torchkafka.codecs import Request, Result, decode_result, encoded_image
+from tests.support.runtimes import POISON, WAIT_S, Doubling, Gated, Halving, make_runtime
+from torchkafka.codecs import Request, encoded_image
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.model import (
     Buckets,
@@ -31,48 +32,12 @@ from torchkafka.worker.pipeline import (
     BatchItem,
     ImageDecoder,
     InferenceWorker,
-    Publisher,
     Record,
     StagingPool,
     batch_tensor,
 )
 
 FEATURES = 2
-POISON = -1.0
-WAIT_S = 10.0
-
-
-class FakePublisher(Publisher):
-    """Keeps what would be published: decoded results and (reason, error) by request id."""
-
-    def __init__(self) -> None:
-        self.results: dict[str, Result] = {}
-        self.dead_letters: dict[str | None, tuple[str, str]] = {}
-
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
-        self.results[request_id] = decode_result(value)
-
-    def dead_letter(
-        self,
-        record: Record,
-        reason: str,
-        error: str,
-        request_id: str | None = None,
-        attempts: int = 1,
-    ) -> None:
-        self.dead_letters[request_id] = (reason, error)
-
-    def outputs(self) -> dict[str, list[float]]:
-        return {rid: result.outputs["output"].tolist() for rid, result in self.results.items()}
-
-
-class Doubling(nn.Module):
-    """x * 2; raises ValueError for a batch holding POISON."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool((x == POISON).any()):
-            raise ValueError("poisoned")
-        return x * 2
 
 
 class OutOfMemoryAbove(nn.Module):
@@ -86,21 +51,6 @@ class OutOfMemoryAbove(nn.Module):
         if x.shape[0] > self.rows:
             raise torch.cuda.OutOfMemoryError("fake")
         return x * 2
-
-
-class Gated(nn.Module):
-    """x * 2 once ``gate`` opens; ``entered`` is set while it waits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.entered.set()
-        assert self.gate.wait(WAIT_S)
-        doubled: torch.Tensor = Doubling()(x)
-        return doubled
 
 
 class Tracing(ModelRuntime):
@@ -120,26 +70,6 @@ class Tracing(ModelRuntime):
         return super().complete(launched)
 
 
-def make_runtime(
-    module: nn.Module,
-    pipelined: bool,
-    version: str = "1",
-    buckets: Buckets | None = None,
-    postprocess: str = "raw",
-    kind: type[ModelRuntime] = ModelRuntime,
-) -> ModelRuntime:
-    rt = kind(
-        LoadedModel(module, "m", version),
-        parse_preprocess("none"),
-        parse_postprocess(postprocess),
-        torch.device("cpu"),
-        num_threads=1,
-        buckets=buckets,
-    )
-    rt.pipelined = pipelined
-    return rt
-
-
 def item(i: int, value: float | None = None, deadline_ms: int | None = None) -> BatchItem[Admitted]:
     tensor = torch.full((FEATURES,), float(i) if value is None else value)
     record = Record("in", 0, i, None, b"", [], time.monotonic())
@@ -152,7 +82,7 @@ def batch(*items: BatchItem[Admitted], capacity: int = 8) -> Batch[Admitted]:
 
 
 def make_worker(
-    rt: ModelRuntime, publisher: FakePublisher, pool: StagingPool | None = None
+    rt: ModelRuntime, publisher: MemoryOutbox, pool: StagingPool | None = None
 ) -> InferenceWorker:
     pool = pool or StagingPool(pin_memory=False)
     return InferenceWorker(rt, pool, publisher, "w", 8, WorkerMetrics())
@@ -173,7 +103,7 @@ PIPELINED = pytest.mark.parametrize("pipelined", [False, True], ids=["cpu", "pip
 
 @PIPELINED
 def test_one_result_per_input_in_every_batch(pipelined: bool) -> None:
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     pool = StagingPool(pin_memory=False)
     rt = make_runtime(Doubling(), pipelined)
     run(make_worker(rt, publisher, pool), batch(item(1), item(2)), batch(item(3)), batch(item(4)))
@@ -193,7 +123,7 @@ def test_one_result_per_input_in_every_batch(pipelined: bool) -> None:
 )
 def test_a_pipelined_runtime_keeps_one_batch_in_flight(pipelined: bool, order: list[str]) -> None:
     rt = make_runtime(Doubling(), pipelined, kind=Tracing)
-    run(make_worker(rt, FakePublisher()), batch(item(1)), batch(item(2)), batch(item(3)))
+    run(make_worker(rt, MemoryOutbox()), batch(item(1)), batch(item(2)), batch(item(3)))
     assert isinstance(rt, Tracing)
     assert rt.calls == order
 
@@ -203,7 +133,7 @@ def test_a_pipelined_runtime_keeps_one_batch_in_flight(pipelined: bool, order: l
 def test_only_the_failing_inputs_are_dead_lettered(pipelined: bool, where: str) -> None:
     """A poisoned input raises in launch (the model) or in complete (postprocessing)."""
     module, postprocess = (Doubling(), "raw") if where == "model" else (PoisonedOutput(), "topk:1")
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     pool = StagingPool(pin_memory=False)
     rt = make_runtime(module, pipelined, postprocess=postprocess)
     first = batch(item(0), item(1, POISON), item(2), item(3), item(4, POISON))
@@ -231,7 +161,7 @@ def test_out_of_memory_splits_and_lowers_the_batch_limit(
     pipelined: bool, buckets: Buckets | None, limit: int
 ) -> None:
     """Six inputs on a model that runs out of memory above four rows (padding included)."""
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     rt = make_runtime(OutOfMemoryAbove(rows=4), pipelined, buckets=buckets)
     worker = make_worker(rt, publisher)
     run(worker, batch(*(item(i) for i in range(6))))
@@ -241,7 +171,7 @@ def test_out_of_memory_splits_and_lowers_the_batch_limit(
 
 @PIPELINED
 def test_out_of_memory_on_one_input_dead_letters_it(pipelined: bool) -> None:
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     run(make_worker(make_runtime(OutOfMemoryAbove(0), pipelined), publisher), batch(item(1)))
     assert publisher.dead_letters == {
         "r1": (WorkerReason.MODEL_ERROR, "CUDA out of memory on one input")
@@ -250,7 +180,7 @@ def test_out_of_memory_on_one_input_dead_letters_it(pipelined: bool) -> None:
 
 @PIPELINED
 def test_inputs_past_their_deadline_are_dead_lettered(pipelined: bool) -> None:
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     past = int(time.time() * 1000) - 1000
     future = int(time.time() * 1000) + 60_000
     expired = batch(item(1, deadline_ms=past), item(2, deadline_ms=future), item(3))
@@ -266,7 +196,7 @@ def test_inputs_past_their_deadline_are_dead_lettered(pipelined: bool) -> None:
 
 @PIPELINED
 def test_batches_run_padded_to_their_bucket_with_zero_rows(pipelined: bool) -> None:
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     pool = StagingPool(pin_memory=False)
     pool.release(pool.acquire((FEATURES,), torch.float32, 8).fill_(float("nan")))  # stale data
     recorder = tiny_models.Recording()
@@ -282,7 +212,7 @@ def test_batches_run_padded_to_their_bucket_with_zero_rows(pipelined: bool) -> N
 @pytest.mark.parametrize("poisoned", [False, True])
 def test_a_swap_takes_effect_between_batches(pipelined: bool, poisoned: bool) -> None:
     """The batch in progress, and the halves of its failure, finish on the old model."""
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     gated = Gated()
     worker = make_worker(make_runtime(gated, pipelined, version="old"), publisher)
     worker.start()
@@ -316,7 +246,7 @@ def test_the_cuda_pipeline_gives_every_result_and_returns_every_buffer(cuda_grap
     )
     assert rt.pipelined
     rt.warmup([((FEATURES,), torch.float32)])
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     pool = StagingPool()
     batches = [batch(*(item(i) for i in range(start, start + 3))) for start in range(0, 30, 3)]
     run(make_worker(rt, publisher, pool), *batches)
@@ -337,7 +267,7 @@ def image_item(name: str, data: bytes, images: ImageDecoder) -> BatchItem[Admitt
 def test_images_run_on_their_pixels_and_one_that_fails_to_decode_is_dead_lettered(
     pipelined: bool,
 ) -> None:
-    publisher = FakePublisher()
+    publisher = MemoryOutbox()
     pool = StagingPool(pin_memory=False)
     images = ImageDecoder(2)
     files = {f"i{n}": picture("jpeg" if n % 2 else "png", 12, 8, seed=n) for n in range(4)}
@@ -354,10 +284,3 @@ def test_images_run_on_their_pixels_and_one_that_fails_to_decode_is_dead_lettere
     assert reason == "invalid_image"
     assert "truncated" in error
     assert pool.in_use == 0
-
-
-class Halving(nn.Module):
-    """uint8 pixels to float, halved."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() / 2

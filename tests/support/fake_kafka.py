@@ -1,0 +1,177 @@
+"""An in-memory consumer for unit tests of the polling loop: no broker, no threads.
+
+``FakeConsumer`` keeps partitions of records, an assignment, paused partitions
+and a log of commits. Rebalances are scheduled with ``rebalance`` and run from
+inside the next ``consume`` call, on the caller's thread, as librdkafka runs
+its callbacks. Commits can be made to fail, as a broker does in a rebalance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+Callback = Callable[[object, list[TopicPartition]], None]
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class FakeMessage:
+    """The parts of ``confluent_kafka.Message`` that the worker reads."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes | None
+    _key: bytes | None = None
+    _headers: list[tuple[str, bytes | None]] | None = None
+    _error: KafkaError | None = None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
+@dataclass
+class Commit:
+    """One ``commit`` call: offsets by partition, and whether it was asynchronous."""
+
+    offsets: dict[Key, int]
+    asynchronous: bool
+
+
+@dataclass
+class FakeConsumer:
+    """A consumer over in-memory partitions; see the module docstring."""
+
+    log: list[Commit] = field(default_factory=list)
+    paused: set[Key] = field(default_factory=set)
+    assignment: set[Key] = field(default_factory=set)
+    closed: bool = False
+    #: Errors that the next commits raise, one per call (sync) or drop (async).
+    commit_errors: list[KafkaError] = field(default_factory=list)
+    #: Messages (errors included) that the next ``consume`` returns before any record.
+    events: list[FakeMessage] = field(default_factory=list)
+    _records: dict[Key, list[FakeMessage]] = field(default_factory=dict)
+    _position: dict[Key, int] = field(default_factory=dict)
+    _callbacks: dict[str, Callback] = field(default_factory=dict)
+    _rebalances: list[tuple[str, list[Key]]] = field(default_factory=list)
+
+    def add(self, topic: str, partition: int, values: Iterable[bytes | None]) -> None:
+        """Append records with ``values`` to a partition (created on first use)."""
+        records = self._records.setdefault((topic, partition), [])
+        for value in values:
+            records.append(FakeMessage(topic, partition, len(records), value, b"k"))
+
+    def rebalance(self, kind: str, keys: Iterable[Key]) -> None:
+        """Run ``on_assign``, ``on_revoke`` or ``on_lost`` for ``keys`` in the next consume."""
+        assert kind in {"assign", "revoke", "lost"}, kind
+        self._rebalances.append((kind, list(keys)))
+
+    def committed(self) -> dict[Key, int]:
+        """The last committed offset of each partition, by the commit log."""
+        latest: dict[Key, int] = {}
+        for commit in self.log:
+            latest.update(commit.offsets)
+        return latest
+
+    # The confluent_kafka.Consumer methods the loop calls.
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: Callback,
+        on_revoke: Callback,
+        on_lost: Callback,
+    ) -> None:
+        self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        assert not self.closed, "consume after close"
+        while self._rebalances:
+            kind, keys = self._rebalances.pop(0)
+            partitions = [TopicPartition(t, p) for t, p in keys]
+            self._callbacks[kind](self, partitions)
+            if kind == "assign" and not set(keys) <= self.assignment:
+                self.assignment |= set(keys)  # assigned after the callback, unless it did
+            elif kind != "assign":
+                self.assignment -= set(keys)
+                self.paused -= set(keys)
+        out, self.events = self.events[:num_messages], self.events[num_messages:]
+        for key in sorted(self.assignment - self.paused):
+            records = self._records.get(key, [])
+            position = self._position.get(key, self._committed_or_zero(key))
+            take = records[position : position + num_messages - len(out)]
+            out += take
+            self._position[key] = position + len(take)
+        return out
+
+    def commit(
+        self, offsets: list[TopicPartition] | None = None, asynchronous: bool = True
+    ) -> list[TopicPartition] | None:
+        assert offsets is not None, "the worker commits explicit offsets"
+        if self.commit_errors:
+            error = self.commit_errors.pop(0)
+            if asynchronous:
+                return None  # rejected; an asynchronous commit reports it through on_commit only
+            raise KafkaException(error)
+        self.log.append(
+            Commit({(tp.topic, tp.partition): tp.offset for tp in offsets}, asynchronous)
+        )
+        return None if asynchronous else offsets
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assignment |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assignment = {(tp.topic, tp.partition) for tp in partitions}
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self._position.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
+        return 0, len(self._records.get((partition.topic, partition.partition), []))
+
+    def close(self) -> None:
+        """Leave the group: the assignment is revoked first, through ``on_revoke``."""
+        if self.assignment and self._callbacks:
+            self._callbacks["revoke"](
+                self, [TopicPartition(t, p) for t, p in sorted(self.assignment)]
+            )
+        self.assignment = set()
+        self.closed = True
+
+    def _committed_or_zero(self, key: Key) -> int:
+        return self.committed().get(key, 0)

@@ -1,0 +1,113 @@
+"""In-memory stand-ins for the pipeline's interfaces, for unit tests: no broker, no Redis."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from torchkafka.codecs import Result, decode_result
+from torchkafka.worker import DeliveryFailed, TransientError
+from torchkafka.worker.pipeline import Delivery, Outcome, Record
+
+
+class MemoryOutbox:
+    """An ``Outbox``: keeps what is published, and acknowledges it on ``completed``.
+
+    ``results`` holds decoded results by request id; ``dead_letters`` the
+    (reason, error) by request id (None when the request could not be read),
+    ``reasons`` every dead letter's reason in order. Set ``refuse`` to make the
+    broker refuse the deliveries of those request ids, and ``raise_on_result`` to
+    make publishing a result raise (a bug in the publishing thread).
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[str, Result] = {}
+        self.dead_letters: dict[str | None, tuple[str, str]] = {}
+        self.reasons: list[str] = []
+        self.refuse: set[str] = set()
+        self.raise_on_result: Exception | None = None
+        self._pending: list[Delivery] = []
+        self._arrived = threading.Condition()
+
+    def result(self, record: Record, request_id: str, value: bytes) -> None:
+        if self.raise_on_result is not None:
+            raise self.raise_on_result
+        self.results[request_id] = decode_result(value)
+        self._deliver(Delivery(record, Outcome.RESULT, self._error(request_id), request_id))
+
+    def dead_letter(
+        self,
+        record: Record,
+        reason: str,
+        error: str,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.dead_letters[request_id] = (reason, error)
+        self.reasons.append(reason)
+        self._deliver(Delivery(record, Outcome.DEAD_LETTER, self._error(request_id), request_id))
+
+    def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
+        with self._arrived:
+            if not self._pending and timeout_s > 0:
+                self._arrived.wait(timeout_s)
+            done, self._pending = self._pending, []
+        return done
+
+    def flush(self, timeout_s: float) -> int:
+        return 0
+
+    def outputs(self) -> dict[str, list[float]]:
+        """Each result's ``output`` tensor as a list, by request id."""
+        return {rid: result.outputs["output"].tolist() for rid, result in self.results.items()}
+
+    def _error(self, request_id: str | None) -> DeliveryFailed | None:
+        if request_id in self.refuse:
+            return DeliveryFailed(f"delivery of {request_id} refused (test)", "_MSG_TIMED_OUT")
+        return None
+
+    def _deliver(self, delivery: Delivery) -> None:
+        with self._arrived:
+            self._pending.append(delivery)
+            self._arrived.notify_all()
+
+
+class MemoryDedup:
+    """A ``Dedup`` in a dict: done ids, claims by owner; ``down`` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.done: set[str] = set()
+        self.claims: dict[str, str] = {}
+        self.released: list[str] = []
+        self.down = False
+
+    def filter_done(self, ids: Sequence[str]) -> set[str]:
+        self._check()
+        return {i for i in ids if i in self.done}
+
+    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        self._check()
+        for i in ids:
+            self.claims.setdefault(i, owner)
+        return {i for i in ids if self.claims[i] == owner}
+
+    def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        self._check()
+        return {i for i in ids if self.claims.get(i) == owner}
+
+    def mark_done(self, ids: Sequence[str], owner: str, fencing_token: int) -> None:
+        self._check()
+        self.done.update(ids)
+        for i in ids:
+            self.claims.pop(i, None)
+
+    def release(self, ids: Sequence[str], owner: str) -> None:
+        self._check()
+        for i in ids:
+            if self.claims.get(i) == owner:
+                del self.claims[i]
+                self.released.append(i)
+
+    def _check(self) -> None:
+        if self.down:
+            raise TransientError("redis is away (test)")

@@ -1,0 +1,296 @@
+"""The polling loop's branches, without a broker: an in-memory consumer, outbox and dedup.
+
+The inference thread, batcher, gate and settlement are the real ones, with a
+tiny CPU model; only Kafka and Redis are in memory (``tests.support``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from tests.support.fake_kafka import Commit, FakeConsumer
+from tests.support.fakes import MemoryDedup, MemoryOutbox
+from tests.support.runtimes import WAIT_S, Doubling, Gated, make_runtime
+from torchkafka.codecs import DEFAULT_LIMITS, Request, encode_request
+from torchkafka.worker import DeadLetterLimitExceeded, DeliveryFailed, WorkerError
+from torchkafka.worker.kafka import LoopTimings, WorkerLoop
+from torchkafka.worker.ops import Health, WorkerMetrics
+from torchkafka.worker.pipeline import (
+    DeadLetterGuard,
+    Gate,
+    GuardedPublisher,
+    ImageDecoder,
+    InferenceWorker,
+    MicroBatcher,
+    Publisher,
+    Settlement,
+    StagingPool,
+)
+
+TOPIC = "in"
+OWNER = "me"
+MAX_BATCH = 4
+QUEUE_BATCHES = 2
+
+
+class FakeClock:
+    """Time that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Loop:
+    """A WorkerLoop over in-memory Kafka and Redis, with helpers to drive it."""
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        timings: LoopTimings | None = None,
+        guard: DeadLetterGuard | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = FakeConsumer()
+        self.outbox = MemoryOutbox()
+        self.dedup = MemoryDedup()
+        publisher: Publisher = (
+            self.outbox if guard is None else GuardedPublisher(self.outbox, guard)
+        )
+        self.gate = Gate(
+            publisher,
+            self.dedup,
+            DEFAULT_LIMITS,
+            "x",
+            OWNER,
+            fail_open=False,
+            images=ImageDecoder(1),
+        )
+        runtime = make_runtime(model or Doubling(), pipelined=False)
+        self.inference = InferenceWorker(
+            runtime, StagingPool(pin_memory=False), publisher, OWNER, QUEUE_BATCHES, WorkerMetrics()
+        )
+        self.loop = WorkerLoop(
+            consumer=self.consumer,  # type: ignore[arg-type]
+            input_topic=TOPIC,
+            gate=self.gate,
+            settlement=Settlement(self.dedup, self.gate, OWNER),
+            publisher=self.outbox,
+            inference=self.inference,
+            batcher=MicroBatcher(MAX_BATCH, 0.0),
+            poll_batch=16,
+            metrics=WorkerMetrics(),
+            health=Health(threading.Event()),
+            timings=timings or LoopTimings(),
+            clock=clock,
+        )
+
+    def start(self, *partitions: int) -> None:
+        self.inference.start()
+        self.loop.subscribe()
+        self.consumer.rebalance("assign", [(TOPIC, p) for p in partitions])
+
+    def send(self, partition: int, *ids: str) -> None:
+        self.consumer.add(TOPIC, partition, [request(i) for i in ids])
+
+    def step_until(self, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while not done():
+            assert time.monotonic() < deadline, "the loop did not get there"
+            self.loop.step()
+
+    def committed(self, partition: int) -> int:
+        return self.consumer.committed().get((TOPIC, partition), 0)
+
+    def close(self) -> None:
+        self.inference.stop(WAIT_S)
+
+
+def request(request_id: str) -> bytes:
+    return encode_request(Request(id=request_id, inputs={"x": torch.ones(2)}))
+
+
+@pytest.fixture
+def make_loop() -> Iterator[Callable[..., Loop]]:
+    loops: list[Loop] = []
+
+    def make(**kwargs: object) -> Loop:
+        loop = Loop(**kwargs)  # type: ignore[arg-type]
+        loops.append(loop)
+        return loop
+
+    yield make
+    for loop in loops:
+        loop.close()
+
+
+def test_every_record_gets_one_result_and_the_commits_reach_the_end(make_loop) -> None:
+    loop = make_loop()
+    loop.start(0, 1)
+    loop.send(0, *[f"a{i}" for i in range(5)])
+    loop.send(1, *[f"b{i}" for i in range(6)])
+    loop.step_until(lambda: loop.committed(0) == 5 and loop.committed(1) == 6)
+    assert sorted(loop.outbox.results) == sorted(
+        [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(6)]
+    )
+    assert loop.dedup.done == set(loop.outbox.results)
+    assert loop.dedup.claims == {}
+
+
+def test_run_drains_on_stop_commits_synchronously_and_leaves_the_group(make_loop) -> None:
+    loop = make_loop()
+    loop.start(0)
+    loop.send(0, "a", "b", "c")
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.loop.run, args=(stop,))
+    runner.start()
+    deadline = time.monotonic() + WAIT_S
+    while len(loop.outbox.results) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    runner.join(WAIT_S)
+    assert not runner.is_alive()
+    assert loop.consumer.closed
+    assert loop.consumer.log[-1] == Commit({(TOPIC, 0): 3}, asynchronous=False)
+
+
+@pytest.mark.timeout(15)  # the drain's own limit is 30 s: waiting it out fails here
+def test_a_dead_inference_thread_stops_the_loop_without_waiting_out_the_drain(
+    make_loop,
+) -> None:
+    loop = make_loop()
+    loop.outbox.raise_on_result = RuntimeError("publisher bug")
+    loop.start(0)
+    loop.send(0, "a", "b")
+    with pytest.raises(WorkerError, match="inference thread failed") as raised:
+        loop.loop.run(threading.Event())
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert loop.consumer.closed
+    assert loop.committed(0) == 0
+
+
+def test_a_delivery_the_broker_refused_stops_the_worker_and_is_never_committed(
+    make_loop,
+) -> None:
+    loop = make_loop()
+    loop.outbox.refuse = {"c"}
+    loop.start(0)
+    loop.send(0, "a", "b", "c", "d")
+    with pytest.raises(DeliveryFailed, match="delivery of c refused"):
+        loop.step_until(lambda: False)
+    assert loop.committed(0) <= 2  # never past c (offset 2)
+
+
+def test_the_dead_letter_guard_stops_the_worker_before_the_dead_letter_over_its_limit(
+    make_loop,
+) -> None:
+    loop = make_loop(guard=DeadLetterGuard(max_ratio=1.0, window=100, max_consecutive=3))
+    loop.start(0)
+    loop.consumer.add(TOPIC, 0, [b"not msgpack"] * 6)
+    with pytest.raises(DeadLetterLimitExceeded, match="4 dead letters in a row"):
+        loop.step_until(lambda: False)
+    assert loop.outbox.reasons == ["malformed_msgpack"] * 3  # the 4th was never produced
+    assert loop.committed(0) <= 3
+
+
+def test_lost_partitions_commit_nothing_though_their_in_flight_results_settle(
+    make_loop,
+) -> None:
+    model = Gated()
+    loop = make_loop(model=model)
+    loop.start(0)
+    loop.send(0, "a", "b")
+    loop.step_until(model.entered.is_set)  # the batch is running, held at the gate
+    loop.consumer.rebalance("lost", [(TOPIC, 0)])
+    threading.Timer(0.2, model.gate.set).start()
+    loop.loop.step()  # on_lost runs inside consume
+    assert set(loop.outbox.results) == {"a", "b"}
+    assert loop.dedup.done == {"a", "b"}  # marked: the new owner will skip them
+    assert loop.consumer.log == []
+
+
+def test_revoke_waits_for_in_flight_results_and_commits_them_synchronously(make_loop) -> None:
+    model = Gated()
+    loop = make_loop(model=model)
+    loop.start(0)
+    loop.send(0, "a", "b")
+    loop.step_until(model.entered.is_set)
+    loop.consumer.rebalance("revoke", [(TOPIC, 0)])
+    threading.Timer(0.2, model.gate.set).start()
+    loop.loop.step()  # on_revoke runs inside consume
+    assert loop.consumer.log[-1] == Commit({(TOPIC, 0): 2}, asynchronous=False)
+
+
+def test_parked_records_are_retried_while_newly_parked_ones_keep_arriving(make_loop) -> None:
+    clock = FakeClock()
+    loop = make_loop(clock=clock)
+    loop.start(0, 1)
+    held = [f"a{i}" for i in range(3)]
+    loop.dedup.claims.update(dict.fromkeys(held, "other-worker"))
+    loop.send(0, *held)
+    loop.loop.step()  # parked: another worker holds them
+    loop.dedup.done.update(held)  # ... and finishes them
+    # A new held record every 0.2 s, for fewer steps than it takes the parked
+    # backlog to pause the partitions (which would stop the trickle).
+    for i in range(8):
+        loop.dedup.claims[f"b{i}"] = "other-worker"
+        loop.send(1, f"b{i}")
+        clock.now += 0.2
+        loop.loop.step()
+    assert loop.committed(0) == 3  # the old ones were retried, found done, settled
+
+
+def test_parked_records_count_as_backlog_and_pause_the_partitions(make_loop) -> None:
+    clock = FakeClock()
+    loop = make_loop(clock=clock)
+    loop.start(0)
+    capacity = (QUEUE_BATCHES + 1) * MAX_BATCH
+    held = [f"h{i}" for i in range(capacity)]
+    loop.dedup.claims.update(dict.fromkeys(held, "other-worker"))
+    loop.send(0, *held, "next")
+    loop.loop.step()
+    assert loop.consumer.paused == set()
+    clock.now += 1.0
+    loop.loop.step()
+    assert loop.consumer.paused == {(TOPIC, 0)}
+
+
+def test_shutdown_releases_the_claims_of_batches_never_submitted(make_loop) -> None:
+    model = Gated()
+    loop = make_loop(model=model, timings=LoopTimings(drain_s=0.2))
+    loop.start(0)
+    ids = [f"r{i}" for i in range(MAX_BATCH * (QUEUE_BATCHES + 3))]
+    loop.send(0, *ids)
+    loop.step_until(model.entered.is_set)
+    loop.loop.step()
+    loop.loop.drain()  # the model is stuck: what is not in the inference queue never runs
+    model.gate.set()
+    assert loop.inference.stop(WAIT_S)
+    ran, released = set(loop.outbox.results), set(loop.dedup.released)
+    assert ran
+    assert released
+    assert ran.isdisjoint(released)
+    assert set(loop.dedup.claims) == ran  # only work that ran keeps its claim (no settle after)
+
+
+def test_shutdown_with_redis_away_commits_delivered_results_without_marks(make_loop) -> None:
+    model = Gated()
+    loop = make_loop(model=model, timings=LoopTimings(shutdown_redis_wait_s=0.1))
+    loop.start(0)
+    loop.send(0, "a", "b")
+    loop.step_until(model.entered.is_set)
+    loop.dedup.down = True
+    model.gate.set()
+    loop.step_until(lambda: loop.consumer.paused == {(TOPIC, 0)})  # holding marks: paused
+    assert loop.committed(0) == 0
+    loop.loop.drain()
+    assert loop.consumer.log[-1] == Commit({(TOPIC, 0): 2}, asynchronous=False)
+    assert loop.dedup.done == set()
