@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+from contextlib import ExitStack, closing
 from types import FrameType
 
 import redis
@@ -77,118 +78,120 @@ def _run(
     worker_index: int,
     reload: threading.Event | None,
 ) -> None:
-    me = worker_id()
-    structlog.contextvars.bind_contextvars(worker=me)
-    device = resolve_device(config.device)
-    device_jpeg = DeviceJpeg(device) if config.gpu_jpeg else None
-    runtime = build_runtime(config, device)
-    log.info(
-        "model loaded",
-        model=runtime.info.name,
-        version=runtime.info.version,
-        device=str(device),
-        backend=config.backend,
-        precision=config.precision,
-    )
-    health.model_loaded()
-    _check_topics(config)
-    dedup = DedupStore(
-        _redis_client(config.redis_url),
-        namespace=f"torchkafka:{config.output_topic}:{runtime.info.name}",
-        done_ttl_s=config.dedup_ttl_s,
-        claim_ttl_ms=config.claim_ttl_ms,
-        retry=RetrySettings(),
-        metrics=metrics,
-    )
-    try:
-        dedup.ping()
-    except TransientError as exc:
-        log.warning("redis does not answer yet; consumption waits for it", error=str(exc))
-    producer = Producer(
-        {
-            "bootstrap.servers": config.bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 2,
-            "client.id": me,
-            **config.producer,
-        }
-    )
-    publisher = KafkaPublisher(producer, config.output_topic, config.dead_letter_topic, me, metrics)
-    guarded = GuardedPublisher(
-        publisher,
-        DeadLetterGuard(
-            config.dead_letter_max_ratio,
-            config.dead_letter_window,
-            config.dead_letter_max_consecutive,
-        ),
-    )
-    inference = InferenceWorker(
-        runtime,
-        StagingPool(pin_memory=device.type == "cuda"),
-        guarded,
-        me,
-        config.inference_queue_batches,
-        metrics,
-        device_jpeg=device_jpeg,
-    )
-    images = ImageDecoder(
-        decode_threads(config.image_decode_threads, runtime.num_threads),
-        device_jpeg=device_jpeg is not None,
-    )
-    consumer = Consumer(
-        {
-            "bootstrap.servers": config.bootstrap,
-            "group.id": config.group_id,
-            "client.id": me,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            **static_membership(config, worker_index),
-            **config.consumer,
-        }
-    )
-    gate = Gate(
-        guarded,
-        dedup,
-        DEFAULT_LIMITS,
-        config.input_name,
-        me,
-        fail_open=config.redis_outage == "fail-open",
-        images=images,
-    )
-    loop = WorkerLoop(
-        consumer=consumer,
-        input_topic=config.input_topic,
-        gate=gate,
-        settlement=Settlement(dedup, gate, me),
-        publisher=publisher,
-        inference=inference,
-        batcher=MicroBatcher(config.max_batch_size, config.max_wait_ms / 1000),
-        poll_batch=config.poll_batch,
-        metrics=metrics,
-        health=health,
-        timings=LoopTimings(
-            shutdown_redis_wait_s=config.shutdown_redis_wait_s,
-            claim_renew_s=config.claim_ttl_ms / 1000 / 3,
-        ),
-    )
-    reloader = Reloader(
-        lambda: inference.swap_runtime(build_runtime(config, device)),
-        watched_files(config),
-        config.model_watch_s,
-        requests=reload,
-    )
-    inference.start()
-    reloader.start()
-    log.info("consuming", topic=config.input_topic, group=config.group_id)
-    try:
+    with ExitStack() as cleanup:  # undone in reverse, on any exit
+        me = worker_id()
+        structlog.contextvars.bind_contextvars(worker=me)
+        device = resolve_device(config.device)
+        device_jpeg = DeviceJpeg(device) if config.gpu_jpeg else None
+        runtime = build_runtime(config, device)
+        log.info(
+            "model loaded",
+            model=runtime.info.name,
+            version=runtime.info.version,
+            device=str(device),
+            backend=config.backend,
+            precision=config.precision,
+        )
+        health.model_loaded()
+        _check_topics(config)
+        redis_client = cleanup.enter_context(closing(_redis_client(config.redis_url, me)))
+        dedup = DedupStore(
+            redis_client,
+            namespace=f"torchkafka:{config.output_topic}:{runtime.info.name}",
+            done_ttl_s=config.dedup_ttl_s,
+            claim_ttl_ms=config.claim_ttl_ms,
+            retry=RetrySettings(),
+            metrics=metrics,
+        )
+        try:
+            dedup.ping()
+        except TransientError as exc:
+            log.warning("redis does not answer yet; consumption waits for it", error=str(exc))
+        producer = Producer(
+            {
+                "bootstrap.servers": config.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "client.id": me,
+                **config.producer,
+            }
+        )
+        cleanup.callback(producer.flush, 10)
+        publisher = KafkaPublisher(
+            producer, config.output_topic, config.dead_letter_topic, me, metrics
+        )
+        guarded = GuardedPublisher(
+            publisher,
+            DeadLetterGuard(
+                config.dead_letter_max_ratio,
+                config.dead_letter_window,
+                config.dead_letter_max_consecutive,
+            ),
+        )
+        inference = InferenceWorker(
+            runtime,
+            StagingPool(pin_memory=device.type == "cuda"),
+            guarded,
+            me,
+            config.inference_queue_batches,
+            metrics,
+            device_jpeg=device_jpeg,
+        )
+        images = ImageDecoder(
+            decode_threads(config.image_decode_threads, runtime.num_threads),
+            device_jpeg=device_jpeg is not None,
+        )
+        cleanup.callback(images.close)
+        consumer = Consumer(
+            {
+                "bootstrap.servers": config.bootstrap,
+                "group.id": config.group_id,
+                "client.id": me,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                **static_membership(config, worker_index),
+                **config.consumer,
+            }
+        )
+        gate = Gate(
+            guarded,
+            dedup,
+            DEFAULT_LIMITS,
+            config.input_name,
+            me,
+            fail_open=config.redis_outage == "fail-open",
+            images=images,
+        )
+        loop = WorkerLoop(
+            consumer=consumer,
+            input_topic=config.input_topic,
+            gate=gate,
+            settlement=Settlement(dedup, gate, me),
+            publisher=publisher,
+            inference=inference,
+            batcher=MicroBatcher(config.max_batch_size, config.max_wait_ms / 1000),
+            poll_batch=config.poll_batch,
+            metrics=metrics,
+            health=health,
+            timings=LoopTimings(
+                shutdown_redis_wait_s=config.shutdown_redis_wait_s,
+                claim_renew_s=config.claim_ttl_ms / 1000 / 3,
+            ),
+        )
+        reloader = Reloader(
+            lambda: inference.swap_runtime(build_runtime(config, device)),
+            watched_files(config),
+            config.model_watch_s,
+            requests=reload,
+        )
+        inference.start()
+        cleanup.callback(inference.stop, 5)
+        reloader.start()
+        cleanup.callback(reloader.stop, 5)
+        log.info("consuming", topic=config.input_topic, group=config.group_id)
         loop.run(stop)
-    finally:
-        reloader.stop(timeout_s=5)
-        inference.stop(timeout_s=5)
-        images.close()
-        producer.flush(10)
-    log.info("stopped")
+        log.info("stopped")
 
 
 def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:
@@ -228,10 +231,14 @@ def reload_on_sighup() -> threading.Event:
     return reload
 
 
-def _redis_client(url: str) -> redis.Redis:
+def _redis_client(url: str, name: str) -> redis.Redis:
     # The DedupStore's retry policy alone decides how long a call may take.
     return redis.Redis.from_url(
-        url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0)
+        url,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        retry=Retry(NoBackoff(), 0),
+        client_name=f"torchkafka/{name}",
     )
 
 

@@ -7,8 +7,6 @@
         ├── TransientError      retry with backoff (Redis or broker briefly away)
         ├── DeliveryFailed      the broker did not take a result or dead letter
         │                       within the producer's delivery timeout
-        ├── PoisonMessage       this message can never be processed: dead-letter it
-        │                       (codecs' DecodeError is the other poison type)
         └── DeadLetterLimitExceeded
                                 too many dead letters: stop instead of
                                 dead-lettering a whole stream after a bad deploy
@@ -40,15 +38,6 @@ class DeliveryFailed(WorkerError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-class PoisonMessage(WorkerError):
-    """A message that can never be processed; it goes to the dead-letter topic."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class DeadLetterLimitExceeded(WorkerError):

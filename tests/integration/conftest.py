@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import RunningWorker, Topics
+from tests.integration.helpers import PrivateRedis, RunningWorker, Topics
 from torchkafka.worker import WorkerConfig
 
 
@@ -29,3 +30,11 @@ def start_worker() -> Iterator[Callable[[WorkerConfig], RunningWorker]]:
     for worker in workers:
         if worker.thread.is_alive():
             worker.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "run")
+    server.start()
+    yield server
+    server.stop(clean=True)

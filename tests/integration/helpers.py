@@ -3,16 +3,23 @@ producing and reading back."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
+import redis
 import torch
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from torchkafka.codecs import Request, encode_request
 from torchkafka.worker import WorkerConfig, run_worker
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "local"
 
 
 class Topics:
@@ -113,3 +120,44 @@ def committed_equals_end(bootstrap: str, group: str, topic: str, partitions: int
     finally:
         consumer.close()
     return all(committed[p] == ends[p] or (ends[p] == 0 and committed[p] < 0) for p in ends)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of this test only (deploy/local/redis.sh on its own port and folder)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._env = {**os.environ, "REDIS_PORT": str(self.port), "TORCHKAFKA_RUN_DIR": str(run_dir)}
+
+    def _script(self, *args: str) -> None:
+        done = subprocess.run(
+            [str(DEPLOY / "redis.sh"), *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"redis.sh {' '.join(args)}: {done.stdout}{done.stderr}"
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self, clean: bool = False) -> None:
+        self._script("stop", *(["--clean"] if clean else []))
+
+    def done_ids(self) -> set[str]:
+        """The request ids with a done-mark (keys ``...:done:ID``)."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            keys = client.scan_iter(match="*:done:*", count=1000)
+            return {key.rsplit(b":done:", 1)[1].decode() for key in keys}
+        finally:
+            client.close()

@@ -1,6 +1,16 @@
-"""The Redis fixture gives a real server and a per-test key namespace."""
+"""The Redis fixture gives a real server and a per-test key namespace; clusters are refused."""
 
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
 import redis
+
+from tests.integration.helpers import free_port
+from torchkafka.worker import StartupError
+from torchkafka.worker.pipeline import DedupStore, RetrySettings
 
 
 def test_redis_answers_and_keys_are_namespaced(redis_client: redis.Redis, key_prefix: str) -> None:
@@ -12,3 +22,41 @@ def test_redis_answers_and_keys_are_namespaced(redis_client: redis.Redis, key_pr
     assert pipe.execute() == [True, True, None]
     assert redis_client.get(key_prefix + "done:b") == b"1"
     assert 0 < redis_client.ttl(key_prefix + "done:a") <= 60
+
+
+def test_a_redis_cluster_node_is_refused_at_start_up(tmp_path: Path) -> None:
+    port = free_port()
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")]
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            *cluster,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=2)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the cluster node did not start"
+                time.sleep(0.05)
+        store = DedupStore(
+            client, "tk-test", done_ttl_s=60, claim_ttl_ms=1000, retry=RetrySettings()
+        )
+        with pytest.raises(StartupError, match="Redis Cluster is not supported"):
+            store.ping()
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(10)

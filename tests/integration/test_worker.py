@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import redis
 import torch
 
 from tests.integration.helpers import (
@@ -29,6 +30,7 @@ from torchkafka.codecs import (
     read_dead_letter_info,
 )
 from torchkafka.codecs.testing import malformed_corpus
+from torchkafka.worker._app import worker_id
 from torchkafka.worker._config import WorkerConfig
 
 
@@ -79,6 +81,11 @@ def test_every_input_gets_one_result_equal_to_the_model_and_bad_ones_dead_letter
     assert committed_equals_end(kafka_bootstrap, config.group_id, topics.input, 4)
 
 
+def redis_client_names(url: str) -> set[str]:
+    with redis.Redis.from_url(url) as client:
+        return {str(c["name"]) for c in client.client_list()}
+
+
 def test_a_replay_of_the_input_topic_yields_no_second_result(
     kafka_bootstrap: str,
     redis_url: str,
@@ -92,7 +99,10 @@ def test_a_replay_of_the_input_topic_yields_no_second_result(
     first = config_for(topics, kafka_bootstrap, redis_url)
     worker = start_worker(first)
     assert len(read(kafka_bootstrap, topics.output, expect=len(rows))) == len(rows)
+    name = f"torchkafka/{worker_id()}"
+    assert name in redis_client_names(redis_url)
     worker.close()
+    assert name not in redis_client_names(redis_url)  # the worker closed its connections
 
     replay = config_for(topics, kafka_bootstrap, redis_url)  # a new group reads from the start
     worker = start_worker(replay)

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import torch
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from structlog.testing import capture_logs
 
 from tests.integration.helpers import (
+    PrivateRedis,
     RunningWorker,
     Topics,
     committed_equals_end,
@@ -179,55 +179,6 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 
 # --- Redis outage ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test only (deploy/local/redis.sh on its own port and folder)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._env = {**os.environ, "REDIS_PORT": str(self.port), "TORCHKAFKA_RUN_DIR": str(run_dir)}
-
-    def _script(self, *args: str) -> None:
-        done = subprocess.run(
-            [str(DEPLOY / "redis.sh"), *args],
-            env=self._env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, f"redis.sh {' '.join(args)}: {done.stdout}{done.stderr}"
-
-    def start(self) -> None:
-        self._script("start")
-
-    def stop(self, clean: bool = False) -> None:
-        self._script("stop", *(["--clean"] if clean else []))
-
-    def done_ids(self) -> set[str]:
-        """The request ids with a done-mark (keys ``...:done:ID``)."""
-        client = redis.Redis.from_url(self.url)
-        try:
-            keys = client.scan_iter(match="*:done:*", count=1000)
-            return {key.rsplit(b":done:", 1)[1].decode() for key in keys}
-        finally:
-            client.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "run")
-    server.start()
-    yield server
-    server.stop(clean=True)
 
 
 def answered_after(messages: list[Message], wall_time_s: float) -> set[str]:

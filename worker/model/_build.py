@@ -53,15 +53,22 @@ def build_artifact(settings: ModelSettings, device: torch.device, output: Path) 
     preprocess = parse_preprocess(settings.preprocess)
     example = model_input(preprocess, example_rows(settings), device)
     partial = output.with_name(f".{output.stem}.partial{output.suffix or '.pt'}")
-    if settings.backend == "compile":
-        if output.suffix != ".pt2":
-            raise StartupError(f"an AOTInductor package's name must end in .pt2, not {output}")
-        _save_aoti(settings, device, example, partial)
-        kind = "aoti"
-    else:
-        _save_torchscript(optimized_model(settings, device, preprocess).module, example, partial)
-        kind = "torchscript"
-    os.replace(partial, output)
+    kind = "aoti" if settings.backend == "compile" else "torchscript"
+    if kind == "aoti" and output.suffix != ".pt2":
+        raise StartupError(f"an AOTInductor package's name must end in .pt2, not {output}")
+    try:
+        if kind == "aoti":
+            _save_aoti(settings, device, example, partial)
+        else:
+            module = optimized_model(settings, device, preprocess).module
+            _save_torchscript(module, example, partial)
+        os.replace(partial, output)
+    except StartupError:
+        partial.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # tracing, export, inductor and saving raise many types
+        partial.unlink(missing_ok=True)
+        raise StartupError(f"cannot build the model into {output}: {exc!r}") from exc
     spec = f"{kind}:{output}"
     log.info("model built", backend=settings.backend, artifact=str(output), spec=spec)
     return spec
@@ -90,13 +97,9 @@ def _save_aoti(
     options = OptimizeOptions(precision=settings.precision, channels_last=settings.channels_last)
     module = optimize(loaded.module, options, example, device)
     batch = torch.export.Dim("batch", min=1, max=settings.max_batch_size)
-    try:
-        with torch.no_grad():
-            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-            inductor = {"max_autotune": settings.compile_mode.startswith("max-autotune")}
-            torch._inductor.aoti_compile_and_package(
-                program, package_path=str(path), inductor_configs=inductor
-            )
-    except Exception as exc:  # export and inductor raise many types; each means "cannot build"
-        path.unlink(missing_ok=True)
-        raise StartupError(f"cannot compile the model ahead of time: {exc!r}") from exc
+    with torch.no_grad():
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        inductor = {"max_autotune": settings.compile_mode.startswith("max-autotune")}
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=str(path), inductor_configs=inductor
+        )

@@ -94,7 +94,7 @@ class Reloader:
         try:
             self._reload()
         except Exception as exc:  # any failure keeps the running model
+            log.error("model reload failed; the running model stays", error=str(exc), exc_info=exc)
             self.failed += 1
-            log.error("model reload failed; the running model stays", error=str(exc))
             return
         self.completed += 1

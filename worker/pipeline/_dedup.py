@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar
 import redis
 from redis import exceptions as rx
 
-from torchkafka.worker._errors import TransientError
+from torchkafka.worker._errors import StartupError, TransientError
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline._retry import RetrySettings, retry_policy
 
@@ -289,8 +289,18 @@ class DedupStore:
         self._call("release", lambda: self._release(keys=keys, args=[owner]))
 
     def ping(self) -> None:
-        """Check that Redis answers; raises ``TransientError`` if it does not."""
-        self._call("ping", self._client.ping)
+        """Check that Redis answers (else ``TransientError``) and is no Redis Cluster.
+
+        The dedup scripts touch the keys of a whole batch in one call, which a
+        cluster refuses unless all of them hash to one slot: a cluster is a
+        ``StartupError``, not an outage that never ends.
+        """
+        info = self._call("ping", lambda: self._client.info("cluster"))
+        if info.get("cluster_enabled"):
+            raise StartupError(
+                "Redis Cluster is not supported for dedup (its scripts use many keys in one "
+                "call); use a standalone Redis, with replicas or Sentinel for failover"
+            )
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
         try:

@@ -81,6 +81,19 @@ def test_what_cannot_be_built_is_a_startup_error(
         build_artifact(settings(**overrides), CPU, tmp_path / output)
 
 
+def test_a_failed_save_leaves_no_file_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def half_written(_module: object, path: Path) -> None:
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(torch.jit, "save", half_written)
+    with pytest.raises(StartupError, match=r"cannot build the model into .*No space left"):
+        build_artifact(settings(backend="torchscript"), CPU, tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_cli_prints_the_spec_to_serve(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from torchkafka.worker.model import Reloader
 from torchkafka.worker.model._reload import file_stamp
 
@@ -63,12 +65,16 @@ def test_a_failed_reload_is_counted_and_the_next_one_still_runs() -> None:
     reloader = Reloader(reload)
     reloader.start()
     try:
-        reloader.request()
-        wait_until(lambda: reloader.failed == 1)
+        with capture_logs() as logs:
+            reloader.request()
+            wait_until(lambda: reloader.failed == 1)
         reloader.request()
         wait_until(lambda: reloader.completed == 1)
     finally:
         reloader.stop(5)
+    failed = [e for e in logs if e["event"].startswith("model reload failed")]
+    assert len(failed) == 1
+    assert isinstance(failed[0]["exc_info"], RuntimeError)  # logged with its traceback
 
 
 def test_file_stamp_sees_size_mtime_and_absence(tmp_path: Path) -> None:
