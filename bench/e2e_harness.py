@@ -151,7 +151,7 @@ class WorkerThread:
         done within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
-        while (found := end_offset(self.config.bootstrap, self.config.output_topic)) < count:
+        while (found := end_offset(self.config.kafka.bootstrap, self.config.output_topic)) < count:
             if self._errors:
                 raise RuntimeError(f"the worker failed: {self._errors[0]!r}") from self._errors[0]
             if not self._thread.is_alive():

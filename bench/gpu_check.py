@@ -73,6 +73,7 @@ from e2e_harness import (
 
 from torchkafka.codecs import Result
 from torchkafka.worker import Backend, Precision, WorkerConfig, kafka_bootstrap, redis_url
+from torchkafka.worker.config import build_config
 from torchkafka.worker.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -202,29 +203,31 @@ def worker_config(
     variant: Variant, settings: Settings, weights: Path, run: str, topics: Topics
 ) -> WorkerConfig:
     """The worker's configuration for ``variant``, in consumer group ``run``."""
-    return WorkerConfig(
-        model="torchvision:resnet18",
-        weights=weights,
-        device=settings.device,
-        preprocess="imagenet",
-        postprocess=f"topk:{TOP_K}",
-        input_shape=SHAPE,
-        input_dtype=INPUT_DTYPE,
-        backend=variant.backend,
-        precision=variant.precision,
-        channels_last=variant.channels_last,
-        compile_mode=variant.compile_mode,
-        batch_buckets=(settings.batch,) if variant.static else (),
-        cuda_graphs=variant.cuda_graphs,
-        max_batch_size=settings.batch,
-        bootstrap=settings.bootstrap,
-        redis_url=settings.redis_url,
-        dedup_ttl_s=600,
-        metrics_port=0,  # no HTTP server: nothing to collide with a running worker
-        input_topic=topics.requests,
-        output_topic=topics.results,
-        dead_letter_topic=topics.dead_letters,
-        group_id=run,
+    return build_config(
+        {
+            "model": "torchvision:resnet18",
+            "weights": weights,
+            "device": settings.device,
+            "preprocess": "imagenet",
+            "postprocess": f"topk:{TOP_K}",
+            "input_shape": SHAPE,
+            "input_dtype": INPUT_DTYPE,
+            "backend": variant.backend,
+            "precision": variant.precision,
+            "channels_last": variant.channels_last,
+            "compile_mode": variant.compile_mode,
+            "batch_buckets": (settings.batch,) if variant.static else (),
+            "cuda_graphs": variant.cuda_graphs,
+            "max_batch_size": settings.batch,
+            "bootstrap": settings.bootstrap,
+            "redis_url": settings.redis_url,
+            "dedup_ttl_s": 600,
+            "metrics_port": 0,  # no HTTP server: nothing to collide with a running worker
+            "input_topic": topics.requests,
+            "output_topic": topics.results,
+            "dead_letter_topic": topics.dead_letters,
+            "group_id": run,
+        }
     )
 
 
@@ -235,7 +238,7 @@ def build_runtime(config: WorkerConfig) -> ModelRuntime:
     it: load the model, optimize it for the configured backend and precision,
     wrap it in a ``ModelRuntime`` with the buckets and CUDA graphs, warm up.
     """
-    return build_worker_runtime(config, resolve_device(config.device))
+    return build_worker_runtime(config.model, resolve_device(config.model.device), processes=1)
 
 
 # ---------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from e2e_harness import (
 )
 
 from torchkafka.codecs.testing import synthetic_input
-from torchkafka.worker import WorkerConfig, kafka_bootstrap, redis_url
+from torchkafka.worker import kafka_bootstrap, redis_url
+from torchkafka.worker.config import build_config
 from torchkafka.worker.model import (
     ModelRuntime,
     load_model,
@@ -92,20 +93,22 @@ def end_to_end_rate(case: Case, bootstrap: str, redis_address: str, count: int) 
     with bench_topics(bootstrap, redis_address, run) as topics:
         inputs = [synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)]
         produce(bootstrap, topics.requests, RequestFactory(run, inputs), count)
-        config = WorkerConfig(
-            model=case.model,
-            input_topic=topics.requests,
-            output_topic=topics.results,
-            dead_letter_topic=topics.dead_letters,
-            group_id=run,
-            bootstrap=bootstrap,
-            redis_url=redis_address,
-            device="cpu",
-            preprocess=case.preprocess,
-            postprocess=case.postprocess,
-            max_batch_size=BATCH,
-            dedup_ttl_s=600,
-            metrics_port=0,  # no HTTP server: nothing to collide with a running worker
+        config = build_config(
+            {
+                "model": case.model,
+                "input_topic": topics.requests,
+                "output_topic": topics.results,
+                "dead_letter_topic": topics.dead_letters,
+                "group_id": run,
+                "bootstrap": bootstrap,
+                "redis_url": redis_address,
+                "device": "cpu",
+                "preprocess": case.preprocess,
+                "postprocess": case.postprocess,
+                "max_batch_size": BATCH,
+                "dedup_ttl_s": 600,
+                "metrics_port": 0,  # no HTTP server: nothing to collide with a running worker
+            }
         )
         run_worker_until(config, count, timeout_s=150)
         return result_rate(read_results(bootstrap, topics.results, count))

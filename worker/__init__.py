@@ -19,7 +19,6 @@ this package (and answering ``--help``) stays quick.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from torchkafka.worker._config import Backend, Precision, WorkerConfig, load_config
 from torchkafka.worker._env import (
     DEFAULT_KAFKA_BOOTSTRAP,
     DEFAULT_REDIS_URL,
@@ -34,6 +33,7 @@ from torchkafka.worker._errors import (
     WorkerError,
 )
 from torchkafka.worker._reasons import WorkerReason
+from torchkafka.worker.config import Backend, Precision, WorkerConfig, load_config
 
 if TYPE_CHECKING:
     from torchkafka.worker._app import run_worker

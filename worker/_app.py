@@ -14,15 +14,21 @@ from types import FrameType
 
 import redis
 import structlog
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
-from torchkafka.topology import admin_client
-from torchkafka.worker._config import WorkerConfig, static_membership
 from torchkafka.worker._errors import StartupError, TransientError
-from torchkafka.worker.kafka import KafkaPublisher, LoopTimings, WorkerLoop
+from torchkafka.worker.config import DedupSettings, WorkerConfig, static_membership
+from torchkafka.worker.kafka import (
+    KafkaPublisher,
+    LoopTimings,
+    WorkerLoop,
+    make_admin,
+    make_consumer,
+    make_producer,
+)
 from torchkafka.worker.model import Reloader, build_runtime, resolve_device, watched_files
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
 from torchkafka.worker.pipeline import (
@@ -60,13 +66,14 @@ def run_worker(
     a rebalance never hands partitions to a worker that cannot serve them
     yet. Setting ``reload`` (SIGHUP) loads the model again beside the running
     one and swaps it in between batches. The metrics and health endpoints
-    listen, from the start, on ``config.metrics_port + worker_index`` (unless
-    the port is 0).
+    listen, from the start, on ``metrics_port + worker_index`` (unless the
+    port is 0).
     """
     metrics = WorkerMetrics()
-    health = Health(stop)
-    port = config.metrics_port + worker_index if config.metrics_port else 0
-    with health_endpoints(config.metrics_host, port, health, metrics.registry):
+    health = Health(stop, liveness_timeout_s=config.timeouts.liveness_s)
+    ops = config.operations
+    port = ops.metrics_port + worker_index if ops.metrics_port else 0
+    with health_endpoints(ops.metrics_host, port, health, metrics.registry):
         _run(config, stop, metrics, health, worker_index, reload)
 
 
@@ -81,88 +88,73 @@ def _run(
     with ExitStack() as cleanup:  # undone in reverse, on any exit
         me = worker_id()
         structlog.contextvars.bind_contextvars(worker=me)
-        device = resolve_device(config.device)
-        device_jpeg = DeviceJpeg(device) if config.gpu_jpeg else None
-        runtime = build_runtime(config, device)
+        model = config.model
+        device = resolve_device(model.device)
+        device_jpeg = DeviceJpeg(device) if model.gpu_jpeg else None
+        runtime = build_runtime(model, device, config.workers)
         log.info(
             "model loaded",
             model=runtime.info.name,
             version=runtime.info.version,
             device=str(device),
-            backend=config.backend,
-            precision=config.precision,
+            backend=model.backend,
+            precision=model.precision,
         )
         health.model_loaded()
         _check_topics(config)
-        redis_client = cleanup.enter_context(closing(_redis_client(config.redis_url, me)))
-        dedup = DedupStore(
-            redis_client,
-            namespace=f"torchkafka:{config.output_topic}:{runtime.info.name}",
-            done_ttl_s=config.dedup_ttl_s,
-            claim_ttl_ms=config.claim_ttl_ms,
-            retry=RetrySettings(),
-            metrics=metrics,
-        )
-        try:
-            dedup.ping()
-        except TransientError as exc:
-            log.warning("redis does not answer yet; consumption waits for it", error=str(exc))
-        producer = Producer(
-            {
-                "bootstrap.servers": config.bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                "client.id": me,
-                **config.producer,
-            }
+        dedup = _dedup_store(config, me, metrics, cleanup)
+        producer = make_producer(
+            config.kafka, {"enable.idempotence": True, "linger.ms": 2, "client.id": me}
         )
         cleanup.callback(producer.flush, 10)
         publisher = KafkaPublisher(
             producer, config.output_topic, config.dead_letter_topic, me, metrics
         )
+        limits = config.dead_letters
         guarded = GuardedPublisher(
             publisher,
             DeadLetterGuard(
-                config.dead_letter_max_ratio,
-                config.dead_letter_window,
-                config.dead_letter_max_consecutive,
+                limits.dead_letter_max_ratio,
+                limits.dead_letter_window,
+                limits.dead_letter_max_consecutive,
             ),
         )
+        batching = config.batching
         inference = InferenceWorker(
             runtime,
             StagingPool(pin_memory=device.type == "cuda"),
             guarded,
             me,
-            config.inference_queue_batches,
+            batching.inference_queue_batches,
             metrics,
             device_jpeg=device_jpeg,
         )
         images = ImageDecoder(
-            decode_threads(config.image_decode_threads, runtime.num_threads),
+            decode_threads(batching.image_decode_threads, runtime.num_threads),
             device_jpeg=device_jpeg is not None,
         )
         cleanup.callback(images.close)
-        consumer = Consumer(
+        consumer = make_consumer(
+            config.kafka,
             {
-                "bootstrap.servers": config.bootstrap,
                 "group.id": config.group_id,
                 "client.id": me,
-                "enable.auto.commit": False,
+                "enable.auto.commit": "false",
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "cooperative-sticky",
                 **static_membership(config, worker_index),
-                **config.consumer,
-            }
+            },
         )
         gate = Gate(
             guarded,
             dedup,
             DEFAULT_LIMITS,
-            config.input_name,
+            model.input_name,
             me,
-            fail_open=config.redis_outage == "fail-open",
+            fail_open=config.dedup.redis_outage == "fail-open",
             images=images,
         )
+        timeouts = config.timeouts
         loop = WorkerLoop(
             consumer=consumer,
             input_topic=config.input_topic,
@@ -170,19 +162,20 @@ def _run(
             settlement=Settlement(dedup, gate, me),
             publisher=publisher,
             inference=inference,
-            batcher=MicroBatcher(config.max_batch_size, config.max_wait_ms / 1000),
-            poll_batch=config.poll_batch,
+            batcher=MicroBatcher(model.max_batch_size, batching.max_wait_ms / 1000),
+            poll_batch=batching.poll_batch,
             metrics=metrics,
             health=health,
             timings=LoopTimings(
-                shutdown_redis_wait_s=config.shutdown_redis_wait_s,
-                claim_renew_s=config.claim_ttl_ms / 1000 / 3,
+                drain_s=timeouts.drain_s,
+                shutdown_redis_wait_s=timeouts.redis_wait_s,
+                claim_renew_s=config.dedup.claim_ttl_ms / 1000 / 3,
             ),
         )
         reloader = Reloader(
-            lambda: inference.swap_runtime(build_runtime(config, device)),
-            watched_files(config),
-            config.model_watch_s,
+            lambda: inference.swap_runtime(build_runtime(model, device, config.workers)),
+            watched_files(model),
+            model.model_watch_s,
             requests=reload,
         )
         inference.start()
@@ -194,6 +187,27 @@ def _run(
         log.info("stopped")
 
 
+def _dedup_store(
+    config: WorkerConfig, me: str, metrics: WorkerMetrics, cleanup: ExitStack
+) -> DedupStore:
+    """The Redis-backed dedup store, its connection closed with ``cleanup``."""
+    settings = config.dedup
+    client = cleanup.enter_context(closing(_redis_client(settings, me)))
+    dedup = DedupStore(
+        client,
+        namespace=config.dedup_namespace,
+        done_ttl_s=settings.dedup_ttl_s,
+        claim_ttl_ms=settings.claim_ttl_ms,
+        retry=RetrySettings(),
+        metrics=metrics,
+    )
+    try:
+        dedup.ping()
+    except TransientError as exc:
+        log.warning("redis does not answer yet; consumption waits for it", error=str(exc))
+    return dedup
+
+
 def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:
     """Run one worker until SIGTERM/SIGINT, reloading on SIGHUP; the exit code (errors logged)."""
     try:
@@ -203,6 +217,14 @@ def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:
         return 2
     except TorchKafkaError as exc:
         log.error("worker stopped on an error", error=str(exc), cause=repr(exc.__cause__))
+        return 1
+    except KafkaException as exc:  # a client error the worker has no better word for
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        log.error(
+            "worker stopped on a Kafka error",
+            error=error.str() if error else str(exc),
+            code=error.name() if error else None,
+        )
         return 1
     return 0
 
@@ -231,10 +253,12 @@ def reload_on_sighup() -> threading.Event:
     return reload
 
 
-def _redis_client(url: str, name: str) -> redis.Redis:
+def _redis_client(settings: DedupSettings, name: str) -> redis.Redis:
     # The DedupStore's retry policy alone decides how long a call may take.
+    password = settings.redis_password.reveal() if settings.redis_password else None
     return redis.Redis.from_url(
-        url,
+        settings.redis_url,
+        password=password,
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
         retry=Retry(NoBackoff(), 0),
@@ -244,13 +268,14 @@ def _redis_client(url: str, name: str) -> redis.Redis:
 
 def _check_topics(config: WorkerConfig) -> None:
     wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
+    bootstrap = config.kafka.bootstrap
     try:
-        existing = set(admin_client(config.bootstrap).list_topics(timeout=10).topics)
+        existing = set(make_admin(config.kafka).list_topics(timeout=10).topics)
     except KafkaException as exc:
-        raise StartupError(f"Kafka at {config.bootstrap} does not answer: {exc}") from exc
+        raise StartupError(f"Kafka at {bootstrap} does not answer: {exc}") from exc
     missing = sorted(wanted - existing)
     if missing:
         raise StartupError(
-            f"topics {missing} do not exist on {config.bootstrap}; create them first "
+            f"topics {missing} do not exist on {bootstrap}; create them first "
             "(torchkafka topics create ...)"
         )

@@ -16,13 +16,10 @@ from types import FrameType
 
 import structlog
 
-from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker.config import WorkerConfig
 from torchkafka.worker.ops import LogFormat, configure_logging
 
 log = structlog.get_logger(__name__)
-
-#: How long stopped workers get to drain before they are killed.
-STOP_GRACE_S = 60.0
 
 
 def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -> int:
@@ -67,7 +64,7 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
     if processes:  # one failed: stop the others too
         forward(signal.SIGTERM, None)
         for process in processes:
-            process.join(STOP_GRACE_S)
+            process.join(config.timeouts.stop_grace_s)  # their drain, then the kill
             if process.is_alive():
                 process.kill()
     return 1 if failed else 0

@@ -7,14 +7,14 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from torchkafka.worker._config import WorkerConfig, load_config
 from torchkafka.worker._env import kafka_bootstrap, redis_url
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config import SETTINGS, Setting, load_config, load_connection
 from torchkafka.worker.ops import configure_logging
 
 
@@ -50,65 +50,83 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-_FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "Path | None": Path}
+#: How each section's flags are titled in --help.
+SECTION_TITLES = {
+    None: "the job",
+    "kafka": "Kafka connection (every client: consumer, producer, admin)",
+    "model": "model",
+    "batching": "batching",
+    "dedup": "dedup (Redis)",
+    "dead_letters": "dead letters",
+    "operations": "operations",
+}
+#: The settings of each section (None: the job's own), by flat name.
+SECTION_SETTINGS = {
+    section: [s.name for s in SETTINGS.values() if s.section == section]
+    for section in SECTION_TITLES
+}
+CONNECTION_SETTINGS = SECTION_SETTINGS["kafka"]
 
 
-#: The settings ``model build`` uses: those that say which model and how to optimize it.
-MODEL_BUILD_SETTINGS = frozenset(
-    {
-        "model",
-        "weights",
-        "device",
-        "preprocess",
-        "input_shape",
-        "input_dtype",
-        "backend",
-        "precision",
-        "channels_last",
-        "compile_mode",
-        "calibration",
-        "max_batch_size",
-        "batch_buckets",
-    }
-)
+def _add_settings(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """One flag per setting in ``names``, grouped by section, all defaulting to unset.
 
-
-def _add_config_flags(parser: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
-    """One flag per WorkerConfig field (or per field in ``only``), all defaulting to unset."""
+    A secret gets no flag (flags show in ``ps``): only ``--NAME-file``.
+    """
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML file with any of the settings below"
     )
-    for field in fields(WorkerConfig):
-        if only is not None and field.name not in only:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata["help"]
-        if field.default not in (MISSING, None, ()):
-            help_text += f" (default: {field.default})"
-        if str(field.type) == "Mapping[str, str]":
-            parser.add_argument(
-                f"--{field.name}-config",
-                dest=field.name,
+    groups: dict[str | None, Any] = {}
+    for name in names:
+        setting = SETTINGS[name]
+        if setting.section not in groups:
+            groups[setting.section] = parser.add_argument_group(SECTION_TITLES[setting.section])
+        group = groups[setting.section]
+        flag = "--" + name.replace("_", "-")
+        help_text = setting.help
+        if setting.field.default not in (MISSING, None, ()):
+            help_text += f" (default: {setting.field.default})"
+        if setting.is_secret:
+            group.add_argument(f"{flag}-file", dest=f"{name}_file", metavar="FILE", help=help_text)
+        elif setting.is_mapping:
+            group.add_argument(
+                f"{flag}-config",
+                dest=name,
                 type=_key_value,
                 action="append",
                 metavar="KEY=VALUE",
                 help=f"{help_text}; repeatable",
             )
-        elif str(field.type) == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif str(field.type).startswith("tuple[int, ...]"):
-            parser.add_argument(flag, metavar="N,N,...", help=help_text)
+        elif setting.kind is bool:
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
-            kind = _FLAG_TYPES.get(str(field.type), str)
-            parser.add_argument(flag, type=kind, help=help_text)
+            group.add_argument(flag, dest=name, metavar=_metavar(setting), help=help_text)
 
 
-def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap",
-        default=kafka_bootstrap(),
-        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
-    )
+def _metavar(setting: Setting) -> str:
+    return "N,N,..." if "tuple" in str(setting.kind) else setting.name.split("_")[-1].upper()
+
+
+def _setting_flags(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The settings given as flags, by flat name (secrets by their ``_file`` key)."""
+    flags: dict[str, Any] = {}
+    for name in names:
+        setting = SETTINGS[name]
+        key = f"{name}_file" if setting.is_secret else name
+        value = getattr(args, key)
+        flags[key] = dict(value) if setting.is_mapping and value else value
+    return flags
+
+
+def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """The librdkafka settings of the connection the command's flags describe."""
+    try:
+        flags = _setting_flags(args, CONNECTION_SETTINGS)
+        return load_connection(args.config, os.environ, flags).librdkafka()
+    except StartupError as exc:
+        parser.error(str(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TORCHKAFKA_<SETTING> environment variables, and these flags. SIGTERM or Ctrl-C "
         "drains in-flight work, commits and leaves the group.",
     )
-    _add_config_flags(run)
+    _add_settings(run, list(SETTINGS))
 
     topics = commands.add_parser(
         "topics",
@@ -144,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create the topics a worker needs (those that exist are left as they are).",
     )
     topics.add_argument("action", choices=["create"])
-    _add_bootstrap(topics)
+    _add_settings(topics, CONNECTION_SETTINGS)
     topics.add_argument("--input-topic", required=True)
     topics.add_argument("--output-topic", required=True)
     topics.add_argument("--dead-letter-topic", required=True)
@@ -162,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("action", choices=["build"])
     model.add_argument("--output", type=Path, required=True, help="file to write")
-    _add_config_flags(model, only=MODEL_BUILD_SETTINGS)
+    _add_settings(model, SECTION_SETTINGS["model"])
 
     _add_produce(commands)
     _add_consume(commands)
@@ -175,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and dead letters back, verify exactly one result per input, print a summary and "
         "stop the workers. Needs Kafka and Redis running (`make up`). Exits 1 on a mismatch.",
     )
-    _add_bootstrap(demo)
+    demo.add_argument(
+        "--bootstrap",
+        default=kafka_bootstrap(),
+        help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
+    )
     demo.add_argument("--redis-url", default=redis_url(), help="Redis for dedup")
     demo.add_argument("--count", type=_positive, default=3000, help="inputs to send")
     demo.add_argument("--workers", type=_positive, default=2, help="worker processes")
@@ -197,7 +219,7 @@ def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "dropped. Prints a one-line summary; exits 1 if any delivery failed.",
     )
     produce.add_argument("--topic", required=True, help="input topic")
-    _add_bootstrap(produce)
+    _add_settings(produce, CONNECTION_SETTINGS)
     produce.add_argument(
         "--count", type=_positive, default=1000, help="requests to send (default: %(default)s)"
     )
@@ -243,7 +265,7 @@ def _add_consume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "skipped. Exits 1 if fewer than --count results arrived.",
     )
     consume.add_argument("--topic", required=True, help="result topic")
-    _add_bootstrap(consume)
+    _add_settings(consume, CONNECTION_SETTINGS)
     consume.add_argument(
         "--group-id", help="consumer group (default: a new one; offsets are never committed)"
     )
@@ -277,24 +299,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(parser, args)
     if args.command == "topics":
-        return _topics(args)
+        return _topics(parser, args)
     if args.command == "model":
         return _model_build(parser, args)
     if args.command == "produce":
         return _produce(parser, args)
     if args.command == "consume":
-        return _consume(args)
+        return _consume(parser, args)
     if args.command == "demo":
         return _demo(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    flags = {field.name: getattr(args, field.name) for field in fields(WorkerConfig)}
-    for name in ("consumer", "producer"):
-        flags[name] = dict(flags[name] or [])
     try:
-        config = load_config(args.config, os.environ, flags)
+        config = load_config(args.config, os.environ, _setting_flags(args, list(SETTINGS)))
     except StartupError as exc:
         parser.error(str(exc))
     if config.workers == 1:
@@ -307,7 +326,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    flags = {name: getattr(args, name) for name in MODEL_BUILD_SETTINGS}
+    flags = _setting_flags(args, SECTION_SETTINGS["model"])
     unused_topics = {"input_topic": "-", "output_topic": "-", "dead_letter_topic": "-"}
     try:
         config = load_config(args.config, os.environ, {**flags, **unused_topics})
@@ -316,7 +335,7 @@ def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     from torchkafka.worker.model import build_artifact, resolve_device
 
     try:
-        spec = build_artifact(config, resolve_device(config.device), args.output)
+        spec = build_artifact(config.model, resolve_device(config.model.device), args.output)
     except StartupError as exc:
         print(f"torchkafka model build: {exc}", file=sys.stderr)
         return 2
@@ -324,15 +343,20 @@ def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     return 0
 
 
-def _topics(args: argparse.Namespace) -> int:
-    from torchkafka.topology import TopicSpec, admin_client, ensure_topics
+def _topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from torchkafka.topology import TopicSpec, TopologyError, admin_client, ensure_topics
 
+    connection = _connection(parser, args)
     specs = [
         TopicSpec(args.input_topic, args.partitions, args.replication_factor),
         TopicSpec(args.output_topic, args.partitions, args.replication_factor),
         TopicSpec(args.dead_letter_topic, 1, args.replication_factor),
     ]
-    created = ensure_topics(admin_client(args.bootstrap), specs)
+    try:
+        created = ensure_topics(admin_client(connection["bootstrap.servers"], connection), specs)
+    except TopologyError as exc:
+        print(f"torchkafka topics: {exc}", file=sys.stderr)
+        return 1
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         print(f"{spec.name}: {state}")
@@ -343,7 +367,7 @@ def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from torchkafka.worker.tools import ProduceSettings, run_produce
 
     settings = ProduceSettings(
-        bootstrap=args.bootstrap,
+        connection=_connection(parser, args),
         topic=args.topic,
         count=args.count,
         id_prefix=args.id_prefix or uuid.uuid4().hex[:8],
@@ -360,11 +384,11 @@ def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(str(exc))
 
 
-def _consume(args: argparse.Namespace) -> int:
+def _consume(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from torchkafka.worker.tools import ConsumeSettings, run_consume
 
     settings = ConsumeSettings(
-        bootstrap=args.bootstrap,
+        connection=_connection(parser, args),
         topic=args.topic,
         group_id=args.group_id or f"torchkafka-consume-{uuid.uuid4().hex[:8]}",
         from_beginning=args.from_beginning,

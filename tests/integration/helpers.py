@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from torchkafka.codecs import Request, encode_request
 from torchkafka.worker import WorkerConfig, run_worker
+from torchkafka.worker.config import build_config
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "local"
 
@@ -51,7 +52,7 @@ def config_for(topics: Topics, bootstrap: str, redis_url: str, **overrides: obje
         "metrics_port": 0,  # no fixed port: test workers may run side by side
         **overrides,
     }
-    return WorkerConfig(**settings)  # type: ignore[arg-type]
+    return build_config(settings)
 
 
 class RunningWorker:

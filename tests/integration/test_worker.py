@@ -31,7 +31,7 @@ from torchkafka.codecs import (
 )
 from torchkafka.codecs.testing import malformed_corpus
 from torchkafka.worker._app import worker_id
-from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker.config import WorkerConfig
 
 
 def test_every_input_gets_one_result_equal_to_the_model_and_bad_ones_dead_letters(

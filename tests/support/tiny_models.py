@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchkafka.worker._config import WorkerConfig
+from torchkafka.worker.config import ModelSettings, build_config
 
 FEATURES = 4
 CLASSES = 3
@@ -118,8 +118,8 @@ def save_exported(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     torch.export.save(program, path)
 
 
-def tiny_config(**overrides: Any) -> WorkerConfig:
-    """A worker configuration serving ``tiny_mlp`` on the CPU (topics are placeholders)."""
+def tiny_config(**overrides: Any) -> ModelSettings:
+    """Model settings serving ``tiny_mlp`` on the CPU; ``overrides`` by setting name."""
     values: dict[str, Any] = {
         "model": f"python:{FACTORY}",
         "input_topic": "in",
@@ -128,4 +128,4 @@ def tiny_config(**overrides: Any) -> WorkerConfig:
         "device": "cpu",
         "max_batch_size": 8,
     }
-    return WorkerConfig(**{**values, **overrides})
+    return build_config({**values, **overrides}).model

@@ -4,6 +4,7 @@
 rebalances; ``KafkaPublisher`` implements the pipeline's ``Publisher``.
 """
 
+from torchkafka.worker.kafka._clients import make_admin, make_consumer, make_producer
 from torchkafka.worker.kafka._consumer import (
     assign_paused,
     is_record,
@@ -19,6 +20,9 @@ __all__ = [
     "WorkerLoop",
     "assign_paused",
     "is_record",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
     "record_from_message",
     "topic_partitions",
 ]

@@ -11,7 +11,7 @@ from torchkafka.worker.model._calibration import load_calibration
 from torchkafka.worker.model._loader import LoadedModel, load_model, resolve_device
 from torchkafka.worker.model._reload import Reloader
 from torchkafka.worker.model._runtime import Launched, ModelRuntime, cpu_threads
-from torchkafka.worker.model._setup import ModelSettings, build_runtime, watched_files
+from torchkafka.worker.model._setup import build_runtime, watched_files
 from torchkafka.worker.model._spec import ModelSpec, parse_model_spec
 from torchkafka.worker.model._transforms import (
     IMAGENET_MEAN,
@@ -27,7 +27,6 @@ __all__ = [
     "Launched",
     "LoadedModel",
     "ModelRuntime",
-    "ModelSettings",
     "ModelSpec",
     "OptimizeOptions",
     "Reloader",

@@ -34,8 +34,8 @@ from typing import Literal, get_args
 import torch
 from torch.utils._pytree import tree_flatten, tree_map_only
 
-from torchkafka.worker._config import Backend, Precision
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config import Backend, Precision
 from torchkafka.worker.model._quantize import quantization_warnings_silenced, quantize_int8
 
 TorchscriptMethod = Literal["trace", "script"]

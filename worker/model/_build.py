@@ -22,10 +22,10 @@ import structlog
 import torch
 
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config import ModelSettings
 from torchkafka.worker.model._backends import OptimizeOptions, optimize
 from torchkafka.worker.model._loader import load_model
 from torchkafka.worker.model._setup import (
-    ModelSettings,
     example_rows,
     model_input,
     optimized_model,
@@ -93,7 +93,7 @@ def _save_aoti(
     The batch dimension is dynamic from 1 to ``max_batch_size``, so one
     package serves every batch size.
     """
-    loaded = load_model(parse_model_spec(settings.model), settings.weights, device)
+    loaded = load_model(parse_model_spec(settings.spec), settings.weights, device)
     options = OptimizeOptions(precision=settings.precision, channels_last=settings.channels_last)
     module = optimize(loaded.module, options, example, device)
     batch = torch.export.Dim("batch", min=1, max=settings.max_batch_size)

@@ -8,14 +8,13 @@ started one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
 from torchkafka.codecs import DTYPES
 from torchkafka.codecs.testing import synthetic_input
-from torchkafka.worker._config import Backend, Precision
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config import ModelSettings
 from torchkafka.worker.model._backends import OptimizeOptions, optimize
 from torchkafka.worker.model._buckets import Buckets
 from torchkafka.worker.model._calibration import load_calibration
@@ -28,46 +27,6 @@ from torchkafka.worker.model._transforms import Preprocess, parse_postprocess, p
 EXAMPLE_SEED = 0
 
 
-class ModelSettings(Protocol):
-    """The settings that say which model to serve and how (``WorkerConfig`` has them all)."""
-
-    @property
-    def model(self) -> str: ...
-    @property
-    def weights(self) -> Path | None: ...
-    @property
-    def preprocess(self) -> str: ...
-    @property
-    def input_shape(self) -> tuple[int, ...] | None: ...
-    @property
-    def input_dtype(self) -> str: ...
-    @property
-    def backend(self) -> Backend: ...
-    @property
-    def precision(self) -> Precision: ...
-    @property
-    def channels_last(self) -> bool: ...
-    @property
-    def compile_mode(self) -> str: ...
-    @property
-    def calibration(self) -> Path | None: ...
-    @property
-    def batch_buckets(self) -> tuple[int, ...]: ...
-    @property
-    def max_batch_size(self) -> int: ...
-
-
-class RuntimeSettings(ModelSettings, Protocol):
-    """``ModelSettings`` plus what the runtime around the model needs."""
-
-    @property
-    def postprocess(self) -> str: ...
-    @property
-    def cuda_graphs(self) -> bool: ...
-    @property
-    def workers(self) -> int: ...
-
-
 def optimizes(settings: ModelSettings) -> bool:
     """Whether the settings ask for anything but the model as it is (eager, fp32)."""
     return (settings.backend, settings.precision, settings.channels_last) != (
@@ -77,8 +36,10 @@ def optimizes(settings: ModelSettings) -> bool:
     )
 
 
-def build_runtime(settings: RuntimeSettings, device: torch.device) -> ModelRuntime:
+def build_runtime(settings: ModelSettings, device: torch.device, processes: int) -> ModelRuntime:
     """The model the settings name, optimized and warmed up on ``device``.
+
+    ``processes`` worker processes share the machine's CPUs (torch threads).
 
     Warm-up runs every batch bucket (or a batch of one) when ``input_shape``
     is known. Every failure is a ``StartupError``.
@@ -90,7 +51,7 @@ def build_runtime(settings: RuntimeSettings, device: torch.device) -> ModelRunti
         preprocess,
         parse_postprocess(settings.postprocess),
         device,
-        processes=settings.workers,
+        processes=processes,
         buckets=buckets,
         cuda_graphs=settings.cuda_graphs,
     )
@@ -107,7 +68,7 @@ def optimized_model(
     ``preprocess`` is the settings' preprocessing: the model is built and
     checked on preprocessed example (and calibration) batches.
     """
-    loaded = load_model(parse_model_spec(settings.model), settings.weights, device)
+    loaded = load_model(parse_model_spec(settings.spec), settings.weights, device)
     if not optimizes(settings):
         return loaded
     options = OptimizeOptions(
@@ -179,7 +140,7 @@ def calibration_batches(
 
 def watched_files(settings: ModelSettings) -> list[Path]:
     """The files a changed model would come in: the artifact and the weights, if any."""
-    files = [parse_model_spec(settings.model).artifact, settings.weights]
+    files = [parse_model_spec(settings.spec).artifact, settings.weights]
     return [file for file in files if file is not None]
 
 

@@ -30,7 +30,7 @@ WARNED_UNDECODABLE = 5
 
 
 def open_reader(
-    bootstrap: str,
+    connection: Mapping[str, str],
     topics: Sequence[str],
     group_id: str,
     *,
@@ -45,7 +45,7 @@ def open_reader(
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **connection,
             "group.id": group_id,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": False,
@@ -251,7 +251,7 @@ def _take(
 class ConsumeSettings:
     """What ``torchkafka consume`` reads, how it prints, and when it stops."""
 
-    bootstrap: str
+    connection: Mapping[str, str]  # librdkafka settings: bootstrap, security
     topic: str
     group_id: str
     from_beginning: bool
@@ -274,7 +274,7 @@ def run_consume(
         print(row(result, latency_ms), file=out, flush=True)
 
     reader = open_reader(
-        settings.bootstrap,
+        settings.connection,
         [settings.topic],
         settings.group_id,
         from_beginning=settings.from_beginning,

@@ -127,7 +127,7 @@ def _produce_and_verify(settings: DemoSettings, topics: dict[str, str], run_id: 
     duplicates = max(1, settings.count // 100)
     report = DemoReport(settings.count, len(malformed), duplicates)
     reader = open_reader(
-        settings.bootstrap,
+        {"bootstrap.servers": settings.bootstrap},
         [topics["results"], topics["dead-letters"]],
         f"torchkafka-demo-reader-{run_id}",
         from_beginning=False,  # joined before anything is produced

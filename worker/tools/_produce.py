@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,7 +226,7 @@ def produce_requests(
 class ProduceSettings:
     """What ``torchkafka produce`` sends, where and how fast."""
 
-    bootstrap: str
+    connection: Mapping[str, str]  # librdkafka settings: bootstrap, security
     topic: str
     count: int
     id_prefix: str
@@ -252,9 +252,7 @@ def run_produce(settings: ProduceSettings) -> int:
     except ValueError as exc:
         raise StartupError(str(exc)) from exc
     factory = RequestFactory(settings.id_prefix, inputs, settings.input_name, settings.deadline_ms)
-    producer = Producer(
-        {"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "linger.ms": 5}
-    )
+    producer = Producer({**settings.connection, "enable.idempotence": True, "linger.ms": 5})
     sender = Sender(producer, settings.topic)
     elapsed_s = produce_requests(sender, factory, settings.count, settings.rate)
     print(sender.stats.summary(elapsed_s))

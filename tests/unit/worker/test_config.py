@@ -1,11 +1,18 @@
-"""Configuration: defaults < file < environment < flags, with clear errors."""
+"""Configuration: sections, defaults < file < environment < flags, typed, secrets kept secret."""
 
 from pathlib import Path
 
 import pytest
 
-from torchkafka.worker._config import load_config, static_membership
-from torchkafka.worker._errors import StartupError
+from torchkafka.worker import StartupError
+from torchkafka.worker.config import (
+    SETTINGS,
+    Secret,
+    load_config,
+    load_connection,
+    static_membership,
+)
+from torchkafka.worker.config._sections import Timeouts
 
 REQUIRED = {
     "model": "torchvision:resnet18",
@@ -13,6 +20,7 @@ REQUIRED = {
     "output_topic": "out",
     "dead_letter_topic": "dlq",
 }
+PLANTED = "pl4nted-s3cret"
 
 
 def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
@@ -24,26 +32,127 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
     environ = {"TORCHKAFKA_MAX_BATCH_SIZE": "16", "TORCHKAFKA_GROUP_ID": "from-env"}
     flags = {**REQUIRED, "group_id": "from-flag", "consumer": {"session.timeout.ms": "7000"}}
     config = load_config(file, environ, flags)
-    assert config.max_batch_size == 16  # environment beats the file
-    assert config.max_wait_ms == 2.5  # only in the file
+    assert config.model.max_batch_size == 16  # environment beats the file
+    assert config.batching.max_wait_ms == 2.5  # only in the file
     assert config.group_id == "from-flag"  # flags beat everything
-    assert config.consumer == {"fetch.min.bytes": "1", "session.timeout.ms": "7000"}
+    assert config.kafka.consumer == {"fetch.min.bytes": "1", "session.timeout.ms": "7000"}
+
+
+def test_a_config_file_may_group_settings_by_section(tmp_path: Path) -> None:
+    file = tmp_path / "worker.toml"
+    file.write_text(
+        '[model]\nmodel = "torchscript:m.pt"\nmax_batch_size = 4\n'
+        "[batching]\npoll_batch = 64\n"
+        '[kafka]\nbootstrap = "b:9092"\n[kafka.client]\n"socket.keepalive.enable" = "true"\n'
+        '[dedup]\ndedup_namespace = "orders"\n'
+    )
+    config = load_config(file, {}, {**REQUIRED, "model": None})
+    assert config.model.spec == "torchscript:m.pt"
+    assert config.model.max_batch_size == 4
+    assert config.batching.poll_batch == 64
+    assert config.kafka.librdkafka()["socket.keepalive.enable"] == "true"
+    assert config.dedup_namespace == "orders"
+
+
+def test_a_setting_in_the_wrong_section_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "worker.toml"
+    file.write_text("[batching]\nmax_batch_size = 4\n")
+    with pytest.raises(StartupError, match=r"unknown keys \['batching.max_batch_size'\]"):
+        load_config(file, {}, REQUIRED)
+
+
+def test_every_setting_has_one_name_help_and_a_parser() -> None:
+    assert len(SETTINGS) == len({s.name for s in SETTINGS.values()})
+    for setting in SETTINGS.values():
+        assert setting.help, setting.name
+    config = load_config(None, {}, REQUIRED)  # every default parses and validates
+    assert config.model.spec == "torchvision:resnet18"
 
 
 def test_plain_kafka_and_redis_variables_are_honoured() -> None:
     environ = {"KAFKA_BOOTSTRAP": "broker:9093", "REDIS_URL": "redis://cache:6380/1"}
     config = load_config(None, environ, REQUIRED)
-    assert (config.bootstrap, config.redis_url) == ("broker:9093", "redis://cache:6380/1")
+    assert (config.kafka.bootstrap, config.dedup.redis_url) == (
+        "broker:9093",
+        "redis://cache:6380/1",
+    )
 
 
-def test_the_redis_password_is_masked_when_printed() -> None:
-    config = load_config(None, {"REDIS_URL": "redis://user:s3cret@cache:6379/0"}, REQUIRED)
-    assert "s3cret" not in repr(config)
+def test_one_connection_gives_every_client_its_security_settings(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    password_file = tmp_path / "sasl-password"
+    password_file.write_text(PLANTED + "\n")
+    flags = {
+        "bootstrap": "b:9094",
+        "security_protocol": "sasl_ssl",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_username": "svc",
+        "sasl_password_file": str(password_file),
+        "ssl_ca_location": str(ca),
+        "client": {"client.rack": "r1"},
+    }
+    connection = load_connection(None, {}, flags)
+    assert connection.librdkafka() == {
+        "bootstrap.servers": "b:9094",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "svc",
+        "sasl.password": PLANTED,
+        "ssl.ca.location": str(ca),
+        "client.rack": "r1",
+    }
+    assert load_config(None, {}, {**REQUIRED, **flags}).kafka == connection
+
+
+def test_sasl_without_credentials_or_tls_without_its_files_is_a_startup_error() -> None:
+    with pytest.raises(StartupError, match="sasl_ssl needs sasl_username and sasl_password"):
+        load_connection(None, {}, {"security_protocol": "sasl_ssl", "sasl_username": "svc"})
+    with pytest.raises(StartupError, match=r"ssl_ca_location: /nowhere/ca\.pem is not a file"):
+        load_connection(None, {}, {"ssl_ca_location": "/nowhere/ca.pem"})
+
+
+def test_secrets_never_show_in_reprs_or_errors(tmp_path: Path) -> None:
+    environ = {
+        "TORCHKAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+        "TORCHKAFKA_SASL_USERNAME": "svc",
+        "TORCHKAFKA_SASL_PASSWORD": PLANTED,
+        "TORCHKAFKA_SSL_KEY_PASSWORD": PLANTED,
+        "TORCHKAFKA_REDIS_PASSWORD": PLANTED,
+        "REDIS_URL": f"redis://user:{PLANTED}@cache:6379/0",
+    }
+    config = load_config(None, environ, REQUIRED)
+    assert config.kafka.sasl_password == Secret(PLANTED)
+    for shown in (repr(config), str(config), repr(config.kafka), repr(config.dedup)):
+        assert PLANTED not in shown
     assert "redis://user:***@cache:6379/0" in repr(config)
+    with pytest.raises(StartupError) as refused:
+        load_config(None, {**environ, "TORCHKAFKA_SECURITY_PROTOCOL": "sasl_tls"}, REQUIRED)
+    assert PLANTED not in str(refused.value)
+
+
+def test_a_secret_file_that_cannot_be_read_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="redis_password_file: cannot read /nowhere/pw"):
+        load_config(None, {"TORCHKAFKA_REDIS_PASSWORD_FILE": "/nowhere/pw"}, REQUIRED)
+
+
+def test_the_dedup_namespace_survives_a_new_model_version() -> None:
+    v1 = load_config(None, {}, {**REQUIRED, "model": "torchscript:/models/model-v1.pt"})
+    v2 = load_config(None, {}, {**REQUIRED, "model": "torchscript:/models/model-v2.pt"})
+    assert v1.dedup_namespace == v2.dedup_namespace == "torchkafka:out"
+    named = load_config(None, {"TORCHKAFKA_DEDUP_NAMESPACE": "orders"}, REQUIRED)
+    assert named.dedup_namespace == "orders"
+
+
+def test_stopping_timeouts_come_from_one_budget_and_nest() -> None:
+    config = load_config(None, {"TORCHKAFKA_SHUTDOWN_TIMEOUT_S": "20"}, REQUIRED)
+    timeouts = config.timeouts
+    assert timeouts == Timeouts.derive(20.0, config.dedup.shutdown_redis_wait_s)
+    assert timeouts.drain_s + timeouts.redis_wait_s < timeouts.stop_grace_s < timeouts.liveness_s
 
 
 def test_missing_settings_are_named_with_their_flags() -> None:
-    with pytest.raises(StartupError, match=r"model \(--model\), input_topic \(--input-topic\)"):
+    with pytest.raises(StartupError, match=r"input_topic \(--input-topic\).*model \(--model\)"):
         load_config(None, {}, {})
 
 
@@ -58,6 +167,8 @@ def test_missing_settings_are_named_with_their_flags() -> None:
             {"TORCHKAFKA_METRICS_PORT": "65535", "TORCHKAFKA_WORKERS": "2"},
             "metrics_port must be 0 .off. to 65534 .one port per worker.",
         ),
+        ({"TORCHKAFKA_SHUTDOWN_TIMEOUT_S": "0"}, "shutdown_timeout_s must be > 0"),
+        ({"TORCHKAFKA_DEAD_LETTER_MAX_RATIO": "1.5"}, "dead_letter_max_ratio must be in"),
     ],
 )
 def test_bad_values_are_startup_errors(environ: dict[str, str], message: str) -> None:
@@ -82,14 +193,14 @@ def test_model_runtime_settings_come_from_strings_and_toml(tmp_path: Path) -> No
     file = tmp_path / "worker.toml"
     file.write_text('batch_buckets = [1, 8, 32]\ninput_shape = [3, 64, 64]\nbackend = "compile"\n')
     environ = {"TORCHKAFKA_CHANNELS_LAST": "yes", "TORCHKAFKA_PRECISION": "bf16"}
-    config = load_config(file, environ, {**REQUIRED, "cuda_graphs": "false"})
-    assert config.batch_buckets == (1, 8, 32)
-    assert config.input_shape == (3, 64, 64)
-    assert (config.backend, config.precision) == ("compile", "bf16")
-    assert config.channels_last is True
-    assert config.cuda_graphs is False
+    model = load_config(file, environ, {**REQUIRED, "cuda_graphs": "false"}).model
+    assert model.batch_buckets == (1, 8, 32)
+    assert model.input_shape == (3, 64, 64)
+    assert (model.backend, model.precision) == ("compile", "bf16")
+    assert model.channels_last is True
+    assert model.cuda_graphs is False
     flags = {**REQUIRED, "batch_buckets": "4,16", "max_batch_size": 16, "input_shape": "8"}
-    assert load_config(None, {}, flags).batch_buckets == (4, 16)
+    assert load_config(None, {}, flags).model.batch_buckets == (4, 16)
 
 
 @pytest.mark.parametrize(

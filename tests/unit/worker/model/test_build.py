@@ -8,15 +8,15 @@ import torch
 
 from tests.support import tiny_models
 from torchkafka.worker import cli
-from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.cli import main
+from torchkafka.worker.config import ModelSettings
 from torchkafka.worker.model import build_artifact, load_model, parse_model_spec
 
 CPU = torch.device("cpu")
 
 
-def settings(**overrides: Any) -> WorkerConfig:
+def settings(**overrides: Any) -> ModelSettings:
     return tiny_models.tiny_config(**{"input_shape": (tiny_models.FEATURES,), **overrides})
 
 

@@ -8,8 +8,8 @@ import structlog
 import torch
 
 from tests.support import tiny_models
-from torchkafka.worker._config import WorkerConfig
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config import ModelSettings
 from torchkafka.worker.model import build_runtime, watched_files
 
 CPU = torch.device("cpu")
@@ -22,8 +22,8 @@ def inputs(rows: int) -> torch.Tensor:
     return torch.randn((rows, tiny_models.FEATURES), generator=torch.Generator().manual_seed(7))
 
 
-def outputs(config: WorkerConfig, batch: torch.Tensor) -> torch.Tensor:
-    rows = build_runtime(config, CPU).infer(batch)
+def outputs(config: ModelSettings, batch: torch.Tensor) -> torch.Tensor:
+    rows = build_runtime(config, CPU, processes=1).infer(batch)
     return torch.stack([row["output"] for row in rows])
 
 
@@ -32,7 +32,7 @@ def test_torchscript_gives_the_eager_results() -> None:
     expected = tiny_models.tiny_mlp()(batch).detach()
     traced = settings(backend="torchscript", input_shape=(tiny_models.FEATURES,))
     torch.testing.assert_close(outputs(traced, batch), expected, rtol=1e-5, atol=1e-6)
-    runtime = build_runtime(traced, CPU)
+    runtime = build_runtime(traced, CPU, processes=1)
     assert isinstance(runtime.model.module, torch.jit.ScriptModule)
     assert runtime.info.name == tiny_models.FACTORY  # optimizing keeps name and version
 
@@ -51,7 +51,7 @@ def test_int8_is_calibrated_on_the_given_file(tmp_path: Path) -> None:
 def test_buckets_are_warmed_up_and_pad_batches() -> None:
     config = settings(batch_buckets=(2, 8), input_shape=(tiny_models.FEATURES,))
     with structlog.testing.capture_logs() as logs:
-        runtime = build_runtime(config, CPU)
+        runtime = build_runtime(config, CPU, processes=1)
     warmups = [entry for entry in logs if entry["event"] == "model warmed up"]
     assert [entry["batch_sizes"] for entry in warmups] == [[2, 8]]
     assert runtime.rows_for(3) == 8
@@ -77,7 +77,7 @@ def test_buckets_are_warmed_up_and_pad_batches() -> None:
 )
 def test_settings_that_cannot_build_a_model(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(StartupError, match=message):
-        build_runtime(settings(**overrides), CPU)
+        build_runtime(settings(**overrides), CPU, processes=1)
 
 
 def test_calibration_inputs_must_have_the_input_shape(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_calibration_inputs_must_have_the_input_shape(tmp_path: Path) -> None:
     with pytest.raises(
         StartupError, match=r"inputs of shape \[\(5,\)\], but input_shape is \(4,\)"
     ):
-        build_runtime(config, CPU)
+        build_runtime(config, CPU, processes=1)
 
 
 def test_the_files_a_reload_watches(tmp_path: Path) -> None:
