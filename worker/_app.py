@@ -178,6 +178,7 @@ def _run(
             model.model_watch_s,
             requests=reload,
         )
+        health.watch_inference(inference.stalled_for)
         inference.start()
         cleanup.callback(inference.stop, 5)
         reloader.start()

@@ -2,9 +2,11 @@
 
 ``/metrics``: the worker's registry in the Prometheus (or, if asked for,
 OpenMetrics) text format. ``/healthz``: 200 while the polling loop completes
-iterations, 503 before its first one and when none completed for
-``LIVENESS_TIMEOUT_S``. ``/readyz``: 200 once the model is loaded and the
-consumer has joined its group, 503 before that and once shutdown has begun.
+iterations and the inference thread finishes the batches it holds; 503
+before the loop's first iteration, and when either made no progress for the
+liveness timeout (derived from the stopping budget). ``/readyz``: 200 once
+the model is loaded and the consumer has joined its group, 503 before that
+and once shutdown has begun.
 The loop only stores a timestamp and two flags; requests never touch it.
 """
 
@@ -24,8 +26,7 @@ from torchkafka.worker._errors import StartupError
 
 log = structlog.get_logger(__name__)
 
-#: A loop iteration blocks for at most a rebalance's drain (30 s) plus a poll;
-#: twice that without one means the loop is stuck.
+#: The default liveness timeout (the worker derives its own from the stopping budget).
 LIVENESS_TIMEOUT_S = 60.0
 _TEXT = "text/plain; charset=utf-8"
 
@@ -45,10 +46,15 @@ class Health:
         self._last_beat: float | None = None
         self._model_loaded = False
         self._joined = False
+        self._stalled_for: Callable[[float], float] = lambda _now: 0.0
 
     def beat(self) -> None:
         """The polling loop completed an iteration."""
         self._last_beat = self._clock()
+
+    def watch_inference(self, stalled_for: Callable[[float], float]) -> None:
+        """Fail liveness too when ``stalled_for(now)``, seconds without progress, is too long."""
+        self._stalled_for = stalled_for
 
     def model_loaded(self) -> None:
         """The model is loaded and ready to run."""
@@ -62,9 +68,13 @@ class Health:
         """Whether the loop is alive, and why (or why not)."""
         if self._last_beat is None:
             return False, "starting: no loop iteration yet"
-        idle_s = self._clock() - self._last_beat
+        now = self._clock()
+        idle_s = now - self._last_beat
         if idle_s > self._liveness_timeout_s:
             return False, f"stalled: no loop iteration for {idle_s:.1f} s"
+        stalled_s = self._stalled_for(now)
+        if stalled_s > self._liveness_timeout_s:
+            return False, f"stalled: the inference thread finished no batch for {stalled_s:.1f} s"
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:

@@ -87,6 +87,7 @@ class InferenceWorker:
         self.failure: BaseException | None = None
         #: The largest batch known to fit (lowered after an out-of-memory error).
         self.batch_limit: int | None = None
+        self._progress_at = time.monotonic()  # the thread last took or finished a batch
 
     def start(self) -> None:
         """Start the thread."""
@@ -116,6 +117,15 @@ class InferenceWorker:
         self._room.wait(timeout_s)
         self._room.clear()
 
+    def stalled_for(self, now: float) -> float:
+        """Seconds the thread has held work without taking or finishing a batch; 0 when idle.
+
+        ``now`` is on the ``time.monotonic`` clock.
+        """
+        if self._queue.unfinished_tasks == 0:
+            return 0.0
+        return max(0.0, now - self._progress_at)
+
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
         return self._queue.unfinished_tasks == 0
@@ -143,12 +153,14 @@ class InferenceWorker:
                     got = None
                 else:
                     self._room.set()
+                self._progress_at = time.monotonic()
                 if isinstance(got, Batch):
                     in_flight = self._advance(got, in_flight)
                     continue
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
+                    self._progress_at = time.monotonic()
                 if got is _STOP:
                     self._queue.task_done()
                     return

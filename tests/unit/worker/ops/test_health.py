@@ -34,6 +34,21 @@ def test_liveness_needs_a_recent_loop_iteration() -> None:
     assert health.liveness()[0]
 
 
+def test_liveness_fails_when_the_inference_thread_finishes_no_batch() -> None:
+    clock = Clock()
+    health = Health(threading.Event(), liveness_timeout_s=30, clock=clock)
+    stalled = {"s": 0.0}
+    health.watch_inference(lambda _now: stalled["s"])
+    health.beat()  # the loop itself keeps stepping (waiting for room in the queue)
+    stalled["s"] = 31.0
+    assert health.liveness() == (
+        False,
+        "stalled: the inference thread finished no batch for 31.0 s",
+    )
+    stalled["s"] = 0.0
+    assert health.liveness() == (True, "ok")
+
+
 def test_readiness_needs_the_model_and_the_group_and_ends_with_shutdown() -> None:
     stop = threading.Event()
     health = Health(stop)

@@ -284,3 +284,16 @@ def test_images_run_on_their_pixels_and_one_that_fails_to_decode_is_dead_lettere
     assert reason == "invalid_image"
     assert "truncated" in error
     assert pool.in_use == 0
+
+
+def test_a_batch_that_never_finishes_shows_as_stalled() -> None:
+    gated = Gated()
+    worker = make_worker(make_runtime(gated, pipelined=False), MemoryOutbox())
+    assert worker.stalled_for(time.monotonic() + 100) == 0.0  # idle: never stalled
+    worker.start()
+    assert worker.try_submit(batch(item(1)))
+    assert gated.entered.wait(WAIT_S)
+    assert worker.stalled_for(time.monotonic() + 100) > 99  # held by the model
+    gated.gate.set()
+    assert worker.stop(WAIT_S)
+    assert worker.stalled_for(time.monotonic() + 100) == 0.0
