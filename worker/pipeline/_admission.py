@@ -58,6 +58,7 @@ class Gate:
         self._input_name = input_name
         self._owner = owner
         self._fail_open = fail_open
+        self._failing_open = False  # logged once per outage, not once per poll
         self._in_flight: set[str] = set()
         self._lost: set[str] = set()  # in flight, and the claim is gone: renewed no more
 
@@ -95,8 +96,14 @@ class Gate:
                 admission.parked += first.values()
                 admission.redis_down = True
                 return admission
-            log.warning("redis unavailable; processing without dedup (fail-open)", error=str(exc))
+            if not self._failing_open:
+                log.warning("redis away: processing without dedup (fail-open)", error=str(exc))
+                self._failing_open = True
             done, claimed = set(), set(first)
+        else:
+            if self._failing_open:
+                log.info("redis answers again: dedup is back on")
+                self._failing_open = False
         for request_id, candidate in first.items():
             if request_id in done:
                 admission.skipped.append(candidate.record)

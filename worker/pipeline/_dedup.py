@@ -36,6 +36,7 @@ from redis import exceptions as rx
 
 from torchkafka.worker._errors import StartupError, TransientError
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
+from torchkafka.worker.pipeline._breaker import CircuitBreaker
 from torchkafka.worker.pipeline._retry import RetrySettings, retry_policy
 
 T = TypeVar("T")
@@ -177,6 +178,9 @@ class DedupStore:
     (``retry=Retry(NoBackoff(), 0)``), so that ``retry`` alone decides how long a
     call may take. Nothing is sent before the first call. Safe to share between
     threads. ``metrics``, if given, counts retries and tracks whether Redis is away.
+    After a call fails its retries, ``breaker`` makes the next calls fail at once
+    for a while (then one call probes Redis), so an outage costs each poll
+    nothing rather than the whole retry budget.
     """
 
     def __init__(
@@ -187,6 +191,7 @@ class DedupStore:
         claim_ttl_ms: int,
         retry: RetrySettings,
         metrics: WorkerMetrics | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not namespace:
             raise ValueError("DedupStore needs a namespace")
@@ -198,6 +203,7 @@ class DedupStore:
         self._done_ttl_s = done_ttl_s
         self._claim_ttl_ms = claim_ttl_ms
         self._metrics = metrics
+        self._breaker = breaker or CircuitBreaker()
         self._retrying = retry_policy(
             retry,
             transient=is_transient,
@@ -303,13 +309,17 @@ class DedupStore:
             )
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        if self._breaker.open:
+            raise TransientError(f"redis {operation} not tried: redis failed just now")
         try:
-            result = self._retrying(fn)
+            result = fn() if self._breaker.half_open else self._retrying(fn)
         except rx.RedisError as error:
             if is_transient(error):
+                self._breaker.failed()
                 self._outage(True)
                 raise TransientError(f"redis {operation} failed: {error!r}") from error
             raise
+        self._breaker.succeeded()
         self._outage(False)
         return result
 

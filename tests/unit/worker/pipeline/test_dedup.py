@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from torchkafka.worker._errors import TransientError
 from torchkafka.worker.ops import WorkerMetrics
 from torchkafka.worker.pipeline import DedupStore, RetrySettings
+from torchkafka.worker.pipeline._breaker import CircuitBreaker
 from torchkafka.worker.pipeline._dedup import is_transient
 
 
@@ -101,3 +102,31 @@ def test_metrics_count_each_retry_and_show_the_outage(unreachable_client: redis.
 def test_constructor_checks(unreachable_client: redis.Redis, args: tuple[str, int, int]) -> None:
     with pytest.raises(ValueError, match="DedupStore"):
         DedupStore(unreachable_client, *args, RetrySettings())
+
+
+def test_after_an_outage_calls_fail_fast_until_one_probe_is_due(
+    unreachable_client: redis.Redis,
+) -> None:
+    now = [0.0]
+    metrics = WorkerMetrics()
+    retry = RetrySettings(max_attempts=3, initial_s=0.001, max_s=0.002, max_total_s=2.0)
+    breaker = CircuitBreaker(open_s=5.0, clock=lambda: now[0])
+    store = DedupStore(unreachable_client, "ns", 60, 1_000, retry, metrics, breaker)
+
+    def retries() -> float | None:
+        return metrics.registry.get_sample_value("torchkafka_retries_total", {"kind": "redis"})
+
+    with pytest.raises(TransientError, match="filter_done failed"):
+        store.filter_done(["a"])  # pays its retries
+    assert retries() == 2
+    for _ in range(100):  # a busy loop of polls during the outage pays nothing
+        with pytest.raises(TransientError, match="claim not tried"):
+            store.claim(["a"], "w1", 1)
+    assert retries() == 2
+    now[0] += 5.0
+    with pytest.raises(TransientError, match="claim failed") as probed:
+        store.claim(["a"], "w1", 1)  # one probe, no retries, and open again
+    assert isinstance(probed.value.__cause__, rx.ConnectionError)
+    assert retries() == 2
+    assert breaker.open
+    assert metrics.registry.get_sample_value("torchkafka_redis_outage") == 1
