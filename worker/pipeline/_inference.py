@@ -27,6 +27,7 @@ import structlog
 import torch
 
 from torchkafka.codecs import DecodeError, Encoder, ModelInfo, Reason, Result
+from torchkafka.worker._errors import TransientError
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.model import Launched, ModelRuntime
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
@@ -40,6 +41,12 @@ log = structlog.get_logger(__name__)
 
 _STOP = object()
 Outputs = dict[str, torch.Tensor]
+
+
+#: Tries of one input that runs out of device memory alone, before the worker stops.
+OOM_TRIES = 3
+#: The wait before the first of those tries; it doubles for each next one.
+OOM_BACKOFF_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ class InferenceWorker:
         #: The largest batch known to fit (lowered after an out-of-memory error).
         self.batch_limit: int | None = None
         self._progress_at = time.monotonic()  # the thread last took or finished a batch
+        self._oom_tries: dict[str, int] = {}  # the input that last ran out of memory alone
 
     def start(self) -> None:
         """Start the thread."""
@@ -198,7 +206,23 @@ class InferenceWorker:
     def _runnable(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
         """The live inputs of ``batch``, with their pixels; None if none is left."""
         live = self._live(batch)
-        return None if live is None else with_pixels(live, self._device_jpeg, self._reject)
+        return None if live is None else self._with_pixels(live)
+
+    def _with_pixels(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
+        """``batch`` with its images decoded; halves at a time if the device runs out of memory."""
+        try:
+            return with_pixels(batch, self._device_jpeg, self._reject)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch) == 1:
+                self._out_of_memory_alone(batch)
+                return self._with_pixels(batch)
+            log.warning("out of memory decoding images on the device; decoding halves")
+            self._metrics.retry(RetryKind.BATCH_SPLIT)
+            half = len(batch) // 2
+            halves = (batch.items[:half], batch.items[half:])
+            decoded = [self._with_pixels(Batch(items, batch.capacity)) for items in halves]
+            items = tuple(item for part in decoded if part is not None for item in part.items)
+            return Batch(items, batch.capacity) if items else None
 
     def _reject(self, admitted: Admitted, error: DecodeError) -> None:
         self._dead_letter(admitted, error.reason, str(error))
@@ -282,11 +306,8 @@ class InferenceWorker:
         half = len(batch) // 2
         if oom:
             if len(batch) == 1:
-                self._dead_letter(
-                    batch.items[0].token,
-                    WorkerReason.MODEL_ERROR,
-                    "CUDA out of memory on one input",
-                )
+                self._out_of_memory_alone(batch)
+                self._run_now(batch, runtime)
                 return
             smaller = runtime.smaller_batch(len(batch))
             self.batch_limit = min(self.batch_limit or len(batch), smaller)
@@ -294,6 +315,27 @@ class InferenceWorker:
         self._metrics.retry(RetryKind.BATCH_SPLIT)
         for part in (batch.items[:half], batch.items[half:]):
             self._run_now(Batch(part, batch.capacity), runtime)
+
+    def _out_of_memory_alone(self, batch: Batch[Admitted]) -> None:
+        """One input ran out of device memory: free what is cached, wait, and let it run again.
+
+        Out of memory on one input is the device's state (other work, fragmentation),
+        not the input's fault, so it is never dead-lettered. After ``OOM_TRIES`` in a
+        row it raises ``TransientError``: the worker stops without committing the
+        record, and a restarted worker runs it again.
+        """
+        request_id = batch.items[0].token.request.id
+        tries = self._oom_tries.get(request_id, 0) + 1
+        if tries > OOM_TRIES:
+            raise TransientError(
+                f"CUDA out of memory on one input ({request_id!r}) {OOM_TRIES} times in a row; "
+                "stopping without committing it"
+            )
+        self._oom_tries = {request_id: tries}
+        log.warning("out of memory on one input; freeing cached memory and retrying", tries=tries)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        time.sleep(OOM_BACKOFF_S * 2 ** (tries - 1))
 
     def _publish(self, flight: _InFlight, outputs: list[Outputs], finished: float) -> None:
         batch, started = flight.batch, flight.started

@@ -6,6 +6,7 @@ CPU runtime does when told it is pipelined.
 """
 
 import time
+from typing import cast
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from tests.support import tiny_models
 from tests.support.fakes import MemoryOutbox
 from tests.support.pictures import picture, pillow_pixels, truncated_jpeg
 from tests.support.runtimes import POISON, WAIT_S, Doubling, Gated, Halving, make_runtime
-from torchkafka.codecs import Request, encoded_image
+from torchkafka.codecs import EncodedImage, Request, encoded_image
+from torchkafka.worker import TransientError
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.model import (
     Buckets,
@@ -30,12 +32,14 @@ from torchkafka.worker.pipeline import (
     Admitted,
     Batch,
     BatchItem,
+    DeviceJpeg,
     ImageDecoder,
     InferenceWorker,
     Record,
     StagingPool,
     batch_tensor,
 )
+from torchkafka.worker.pipeline._inference import OOM_TRIES
 
 FEATURES = 2
 
@@ -169,13 +173,40 @@ def test_out_of_memory_splits_and_lowers_the_batch_limit(
     assert worker.batch_limit == limit
 
 
+class OutOfMemoryFirst(nn.Module):
+    """x * 2, after running out of memory on its first ``failures`` calls."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failures > 0:
+            self.failures -= 1
+            raise torch.cuda.OutOfMemoryError("fake")
+        return x * 2
+
+
 @PIPELINED
-def test_out_of_memory_on_one_input_dead_letters_it(pipelined: bool) -> None:
+def test_out_of_memory_on_one_input_is_retried_not_dead_lettered(pipelined: bool) -> None:
     publisher = MemoryOutbox()
-    run(make_worker(make_runtime(OutOfMemoryAbove(0), pipelined), publisher), batch(item(1)))
-    assert publisher.dead_letters == {
-        "r1": (WorkerReason.MODEL_ERROR, "CUDA out of memory on one input")
-    }
+    model = OutOfMemoryFirst(failures=OOM_TRIES - 1)
+    run(make_worker(make_runtime(model, pipelined), publisher), batch(item(1)))
+    assert publisher.outputs() == {"r1": [2.0] * FEATURES}
+    assert publisher.dead_letters == {}
+
+
+@PIPELINED
+def test_one_input_that_keeps_running_out_of_memory_stops_the_worker(pipelined: bool) -> None:
+    publisher = MemoryOutbox()
+    worker = make_worker(make_runtime(OutOfMemoryAbove(0), pipelined), publisher)
+    assert worker.try_submit(batch(item(1)))
+    worker.start()
+    assert worker.stop(WAIT_S)
+    assert isinstance(worker.failure, TransientError)
+    assert "CUDA out of memory on one input ('r1') 3 times in a row" in str(worker.failure)
+    assert publisher.dead_letters == {}  # transient: the record is run again after a restart
+    assert publisher.results == {}
 
 
 @PIPELINED
@@ -297,3 +328,39 @@ def test_a_batch_that_never_finishes_shows_as_stalled() -> None:
     gated.gate.set()
     assert worker.stop(WAIT_S)
     assert worker.stalled_for(time.monotonic() + 100) == 0.0
+
+
+class ShortOfMemoryJpeg:
+    """A device JPEG decoder that runs out of memory on more than one image at a time."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def decode(self, images: list[EncodedImage]) -> list[torch.Tensor]:
+        self.calls.append(len(images))
+        if len(images) > 1:
+            raise torch.cuda.OutOfMemoryError("fake")
+        return [pillow_pixels(images[0].data)]
+
+
+def test_out_of_memory_decoding_jpegs_on_the_device_decodes_halves() -> None:
+    publisher = MemoryOutbox()
+    device_jpeg = ShortOfMemoryJpeg()
+    images = ImageDecoder(1, device_jpeg=True)  # JPEGs stay encoded for the device
+    files = {f"i{n}": picture("jpeg", 12, 8, seed=n) for n in range(4)}
+    items = [image_item(name, data, images) for name, data in files.items()]
+    worker = InferenceWorker(
+        make_runtime(Halving(), pipelined=False),
+        StagingPool(pin_memory=False),
+        publisher,
+        "w",
+        8,
+        WorkerMetrics(),
+        device_jpeg=cast(DeviceJpeg, device_jpeg),
+    )
+    run(worker, batch(*items))
+    images.close()
+    assert device_jpeg.calls == [4, 2, 1, 1, 2, 1, 1]
+    for name, data in files.items():
+        expected = Halving()(pillow_pixels(data).unsqueeze(0))[0]
+        assert torch.equal(publisher.results[name].outputs["output"], expected), name
