@@ -270,10 +270,15 @@ def _redis_client(settings: DedupSettings, name: str) -> redis.Redis:
 def _check_topics(config: WorkerConfig) -> None:
     wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
     bootstrap = config.kafka.bootstrap
+    admin = make_admin(config.kafka)
     try:
-        existing = set(make_admin(config.kafka).list_topics(timeout=10).topics)
+        existing = set(admin.list_topics(timeout=10).topics)
     except KafkaException as exc:
-        raise StartupError(f"Kafka at {bootstrap} does not answer: {exc}") from exc
+        admin.poll(0)  # log what the client saw (refused credentials, TLS errors) first
+        raise StartupError(
+            f"Kafka at {bootstrap} does not answer: {exc}; the 'kafka client error' "
+            "events before this say why"
+        ) from exc
     missing = sorted(wanted - existing)
     if missing:
         raise StartupError(

@@ -25,6 +25,7 @@ Installs with apt whatever is missing of:
   kcat          kcat (kafkacat on older releases)
   redis-server  redis-server
   redis-cli     redis-tools
+  openssl       openssl (the local broker's TLS certificates)
   g++           g++ (torch.compile builds C++ kernels for the CPU)
   Python.h      python3-dev (those kernels include it; checked for \$PYTHON, default python3)
 
@@ -49,6 +50,7 @@ missing_tools() {
   command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1 || printf 'kcat kcat\n'
   command -v redis-server >/dev/null 2>&1 || printf 'redis-server redis-server\n'
   command -v redis-cli >/dev/null 2>&1 || printf 'redis-cli redis-tools\n'
+  command -v openssl >/dev/null 2>&1 || printf 'openssl openssl\n'
   command -v g++ >/dev/null 2>&1 || printf 'g++ g++\n'
   has_python_headers || printf 'Python.h python3-dev\n'
 }

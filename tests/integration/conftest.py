@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from confluent_kafka.admin import AdminClient
 
-from tests.integration.helpers import PrivateRedis, RunningWorker, Topics
-from torchkafka.worker import WorkerConfig
+# The admin package re-exports these without __all__ listing them (mypy strict).
+from confluent_kafka.admin._scram import (
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from tests.integration.helpers import PrivateRedis, RunningWorker, SecuredKafka, Topics
+from torchkafka.worker import DEFAULT_KAFKA_BOOTSTRAP, WorkerConfig
 
 
 @pytest.fixture
@@ -38,3 +50,45 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop(clean=True)
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(kafka_bootstrap: str) -> SecuredKafka:
+    """The local broker's secured listeners: SASL on KAFKA_PORT+2, TLS on +3."""
+    if kafka_bootstrap != DEFAULT_KAFKA_BOOTSTRAP:
+        pytest.skip("the SASL and TLS listeners are the local broker's (deploy/local/kafka.sh)")
+    port = int(kafka_bootstrap.rpartition(":")[2])
+    run_dir = Path(os.environ.get("TORCHKAFKA_RUN_DIR") or Path(__file__).parents[2] / ".run")
+    ca = run_dir / "kafka-single" / "tls" / "ca.pem"
+    assert ca.is_file(), f"{ca} is missing: restart the local broker (make down up)"
+    return SecuredKafka(f"127.0.0.1:{port + 2}", f"127.0.0.1:{port + 3}", ca)
+
+
+@pytest.fixture
+def scram_user(kafka_admin: AdminClient) -> Iterator[tuple[str, str]]:
+    """A SCRAM-SHA-512 user with a random password, removed afterwards."""
+    name, password = f"tk-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    mechanism = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
+    upsert = UserScramCredentialUpsertion(name, mechanism, password.encode(), None)
+    for future in kafka_admin.alter_user_scram_credentials([upsert]).values():
+        future.result(timeout=30)
+    yield name, password
+    deletion = UserScramCredentialDeletion(name, ScramMechanism.SCRAM_SHA_512)
+    for future in kafka_admin.alter_user_scram_credentials([deletion]).values():
+        future.result(timeout=30)
+
+
+@pytest.fixture
+def redis_acl_user(redis_client: redis.Redis) -> Iterator[tuple[str, str]]:
+    """A Redis ACL user with a random password and every command, removed afterwards."""
+    name, password = f"tk-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    redis_client.acl_setuser(
+        name,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all"],
+    )
+    yield name, password
+    redis_client.acl_deluser(name)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -162,3 +164,26 @@ class PrivateRedis:
             return {key.rsplit(b":done:", 1)[1].decode() for key in keys}
         finally:
             client.close()
+
+
+def run_cli(
+    *args: str, timeout_s: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``torchkafka ARGS`` in a subprocess; ``env`` adds to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "torchkafka.worker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@dataclass(frozen=True)
+class SecuredKafka:
+    """The local broker's SASL/SCRAM and TLS listeners (deploy/local/kafka.sh, single)."""
+
+    sasl_bootstrap: str
+    tls_bootstrap: str
+    ca: Path

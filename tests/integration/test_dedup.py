@@ -12,6 +12,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from torchkafka.worker import TransientError, WorkerError
 from torchkafka.worker.pipeline import DedupStore, RetrySettings
 
 DONE_TTL_S = 60
@@ -236,12 +237,14 @@ def test_odd_ids_are_exact_distinct_keys(
     assert store.claim(near_misses, "w1", 1) == set(near_misses)
 
 
-def test_wrong_type_is_raised_unchanged_without_retry(
+def test_wrong_type_is_a_worker_error_without_retry_keeping_its_cause(
     store: DedupStore, redis_client: redis.Redis
 ) -> None:
     redis_client.hset(store.claim_key("x"), "not", "a claim")
-    with capture_logs() as logs, pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+    with capture_logs() as logs, pytest.raises(WorkerError, match="WRONGTYPE") as raised:
         store.claim(["x"], "w1", 1)
+    assert isinstance(raised.value.__cause__, redis.ResponseError)
+    assert not isinstance(raised.value, TransientError)
     assert logs == []
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,18 +12,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from tests.integration.helpers import produce, read
+from tests.integration.helpers import produce, read, run_cli
 from torchkafka.codecs import EncodedImage, ModelInfo, Result, decode_request, encode_result
-
-
-def run_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "torchkafka.worker.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 def test_produce_sends_count_synthetic_requests_keyed_by_id_at_a_rate(

@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar
 import redis
 from redis import exceptions as rx
 
-from torchkafka.worker._errors import StartupError, TransientError
+from torchkafka.worker._errors import StartupError, TransientError, WorkerError
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline._breaker import CircuitBreaker
 from torchkafka.worker.pipeline._retry import RetrySettings, retry_policy
@@ -295,13 +295,20 @@ class DedupStore:
         self._call("release", lambda: self._release(keys=keys, args=[owner]))
 
     def ping(self) -> None:
-        """Check that Redis answers (else ``TransientError``) and is no Redis Cluster.
+        """Check that Redis answers (else ``TransientError``), admits us, and is no cluster.
+
+        Refused credentials or permissions are a ``StartupError``.
 
         The dedup scripts touch the keys of a whole batch in one call, which a
         cluster refuses unless all of them hash to one slot: a cluster is a
         ``StartupError``, not an outage that never ends.
         """
-        info = self._call("ping", lambda: self._client.info("cluster"))
+        try:
+            info = self._call("ping", lambda: self._client.info("cluster"))
+        except WorkerError as exc:
+            if isinstance(exc.__cause__, (*_FATAL, rx.NoPermissionError)):
+                raise StartupError(f"redis refused the worker: {exc.__cause__}") from exc
+            raise
         if info.get("cluster_enabled"):
             raise StartupError(
                 "Redis Cluster is not supported for dedup (its scripts use many keys in one "
@@ -318,7 +325,7 @@ class DedupStore:
                 self._breaker.failed()
                 self._outage(True)
                 raise TransientError(f"redis {operation} failed: {error!r}") from error
-            raise
+            raise WorkerError(f"redis {operation} failed: {error}") from error
         self._breaker.succeeded()
         self._outage(False)
         return result
