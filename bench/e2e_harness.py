@@ -25,7 +25,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from torchkafka.codecs import Result, decode_result
 from torchkafka.topology import TopicSpec, admin_client, delete_topics, ensure_topics
-from torchkafka.worker import WorkerConfig, run_worker
+from torchkafka.worker import WorkerConfig
+from torchkafka.worker.app import run_worker
 from torchkafka.worker.tools import RequestFactory, Sender, produce_requests
 
 #: Partitions of the request and result topics.

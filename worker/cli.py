@@ -317,10 +317,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except StartupError as exc:
         parser.error(str(exc))
     if config.workers == 1:
-        from torchkafka.worker._app import run_in_this_process
+        from torchkafka.worker.app import run_in_this_process
 
         return run_in_this_process(config)
-    from torchkafka.worker._supervisor import run_processes
+    from torchkafka.worker.supervisor import run_processes
 
     return run_processes(config, args.log_format, args.log_level)
 

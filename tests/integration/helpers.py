@@ -19,7 +19,8 @@ import torch
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from torchkafka.codecs import Request, encode_request
-from torchkafka.worker import WorkerConfig, run_worker
+from torchkafka.worker import WorkerConfig
+from torchkafka.worker.app import run_worker
 from torchkafka.worker.config import build_config
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "local"

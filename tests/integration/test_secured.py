@@ -30,7 +30,8 @@ from tests.integration.helpers import (
     run_cli,
 )
 from torchkafka.topology import delete_topics
-from torchkafka.worker import StartupError, WorkerConfig, run_worker
+from torchkafka.worker import StartupError, WorkerConfig
+from torchkafka.worker.app import run_worker
 from torchkafka.worker.config import build_config
 from torchkafka.worker.pipeline import DedupStore, RetrySettings
 

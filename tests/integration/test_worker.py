@@ -30,7 +30,7 @@ from torchkafka.codecs import (
     read_dead_letter_info,
 )
 from torchkafka.codecs.testing import malformed_corpus
-from torchkafka.worker._app import worker_id
+from torchkafka.worker.app import worker_id
 from torchkafka.worker.config import WorkerConfig
 
 

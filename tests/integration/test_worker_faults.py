@@ -40,7 +40,7 @@ from tests.integration.helpers import (
     request_value,
 )
 from torchkafka.codecs import decode_result
-from torchkafka.worker import _app
+from torchkafka.worker import app
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy" / "local"
@@ -662,7 +662,7 @@ def test_a_batch_slower_than_the_claim_lease_keeps_its_ids_from_another_worker(
     other parks the id until the done-mark, then skips it.
     """
     # Worker threads of one process would share host/pid, hence claims: name each apart.
-    monkeypatch.setattr(_app, "worker_id", lambda: f"test-worker/{threading.get_ident()}")
+    monkeypatch.setattr(app, "worker_id", lambda: f"test-worker/{threading.get_ident()}")
     stream = requests("req", 16)
     configs = [
         config_for(

@@ -19,8 +19,8 @@ WORKER_LAYERS_ABOVE_MODEL = (
     "torchkafka.worker.kafka",
     "torchkafka.worker.pipeline",
     "torchkafka.worker.tools",
-    "torchkafka.worker._app",
-    "torchkafka.worker._supervisor",
+    "torchkafka.worker.app",
+    "torchkafka.worker.supervisor",
     "torchkafka.worker.cli",
 )
 
@@ -40,8 +40,8 @@ FORBIDDEN = {
         "torchkafka.topology",
         "torchkafka.worker.kafka",
         "torchkafka.worker.tools",
-        "torchkafka.worker._app",
-        "torchkafka.worker._supervisor",
+        "torchkafka.worker.app",
+        "torchkafka.worker.supervisor",
         "torchkafka.worker.cli",
     ),
     "worker/config": (
@@ -51,12 +51,12 @@ FORBIDDEN = {
         "torchkafka.worker.ops",
         *WORKER_LAYERS_ABOVE_MODEL,
     ),
-    "worker/kafka": ("torchkafka.worker.tools", "torchkafka.worker._app", "torchkafka.worker.cli"),
+    "worker/kafka": ("torchkafka.worker.tools", "torchkafka.worker.app", "torchkafka.worker.cli"),
     "worker/tools": (
         "torchkafka.worker.kafka",
         "torchkafka.worker.pipeline",
         "torchkafka.worker.model",
-        "torchkafka.worker._app",
+        "torchkafka.worker.app",
     ),
 }
 

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from structlog.testing import capture_logs
 
 from torchkafka.topology import TopologyError
-from torchkafka.worker import _app, cli
+from torchkafka.worker import app, cli
 from torchkafka.worker.config import build_config
 
 CONFIG = build_config(
@@ -23,11 +23,11 @@ def test_a_kafka_error_out_of_the_worker_is_one_log_line_and_exit_1(
     def all_brokers_down(*_args: object) -> None:
         raise KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN, "all brokers are down"))
 
-    monkeypatch.setattr(_app, "run_worker", all_brokers_down)
-    monkeypatch.setattr(_app, "stop_on_signals", threading.Event)
-    monkeypatch.setattr(_app, "reload_on_sighup", threading.Event)
+    monkeypatch.setattr(app, "run_worker", all_brokers_down)
+    monkeypatch.setattr(app, "stop_on_signals", threading.Event)
+    monkeypatch.setattr(app, "reload_on_sighup", threading.Event)
     with capture_logs() as logs:
-        assert _app.run_in_this_process(CONFIG) == 1
+        assert app.run_in_this_process(CONFIG) == 1
     assert logs == [
         {
             "event": "worker stopped on a Kafka error",

@@ -71,7 +71,7 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
 
 
 def _child(config: WorkerConfig, index: int, log_format: LogFormat, log_level: str) -> None:
-    from torchkafka.worker._app import run_in_this_process
+    from torchkafka.worker.app import run_in_this_process
 
     configure_logging(log_format, log_level)
     raise SystemExit(run_in_this_process(config, index))
