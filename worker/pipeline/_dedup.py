@@ -7,11 +7,12 @@ another id's key)::
     {namespace}:done:ID    "<token>"            EX done_ttl_s
     {namespace}:claim:ID   "<token>:<owner>"    PX claim_ttl_ms
 
-Per DESIGN.md "Dedup ordering": claim (short lease, ``renew``-ed while in
-progress, fenced by a token) -> infer -> produce -> delivery ack -> ``mark_done``
--> commit. The worker's token is its own assignment epoch, not the consumer
-group's generation, which confluent-kafka does not expose; docs/worker.md
-("Claims and their fencing token") says what follows from that.
+The order (docs/worker.md, "Delivery semantics"): claim (short lease,
+``renew``-ed while in progress, fenced by a token) -> infer -> produce ->
+delivery ack -> ``mark_done`` -> commit. The worker's token is its own
+assignment epoch, not the consumer group's generation, which confluent-kafka
+does not expose; docs/worker.md ("Claims and their fencing token") says what
+follows from that.
 
 Every call is one command, hence one round trip, whatever the batch size:
 ``filter_done`` is one MGET; ``claim``, ``renew``, ``mark_done`` and ``release``
@@ -21,9 +22,12 @@ call is idempotent, so a retry after a lost reply is safe.
 Retried (then ``TransientError``): connection failures and timeouts (including
 LOADING after a restart and an exhausted connection pool), READONLY (a failover
 in progress), OOM (a full Redis under ``noeviction``: an outage that pauses the
-worker, DESIGN.md), TRYAGAIN, CLUSTERDOWN and MASTERDOWN. Raised unchanged, as
-bugs or configuration errors that retrying cannot fix: authentication and
-permission failures and every other redis error (wrong type, script errors).
+worker), TRYAGAIN, CLUSTERDOWN and MASTERDOWN; after the retries, a circuit
+breaker fails the next calls at once for a while. Not retried, raised as
+``WorkerError`` with the redis error as its cause (``StartupError`` from
+``ping``): bugs or configuration errors that retrying cannot fix, such as
+authentication and permission failures and every other redis error (wrong
+type, script errors).
 """
 
 from __future__ import annotations
