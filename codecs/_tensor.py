@@ -62,13 +62,17 @@ def tensor_from_wire(obj: dict[str, Any], limits: Limits) -> torch.Tensor:
     if len(dims) > limits.max_dims:
         raise TooManyDims(".shape", f"{len(dims)} dimensions, the limit is {limits.max_dims}")
     numel = 1
+    extent = 1  # the product of the non-zero dimensions: bounds the strides of an empty tensor
     max_elements = limits.max_elements
     for dim in dims:
         if type(dim) is not int or dim < 0:
             raise _bad_dimension(dims)
         numel *= dim
-        if dim > max_elements or numel > max_elements:
-            raise TooManyElements(".shape", f"{dims} has over {max_elements} elements (the limit)")
+        extent *= max(dim, 1)
+        if extent > max_elements:
+            raise TooManyElements(
+                ".shape", f"{dims} spans over {max_elements} elements (the limit), even if empty"
+            )
     if len(data) != numel * wire.itemsize:
         raise PayloadSizeMismatch(
             ".data", f"{len(data)} bytes, but {name} {dims} needs {numel * wire.itemsize}"

@@ -181,6 +181,11 @@ _CASES: list[tuple[str, Callable[[], bytes], type[DecodeError]]] = [
         TooManyElements,
     ),
     (
+        "empty, but its other dimensions overflow the strides",
+        lambda: _pack(_request(inputs={"x": _tensor(shape=[0, 10**6, 10**6, 10**6, 10**6])})),
+        TooManyElements,
+    ),
+    (
         "wrong byte count",
         lambda: _pack(_request(inputs={"x": _tensor(data=bytes(15))})),
         PayloadSizeMismatch,

@@ -11,3 +11,5 @@ class WorkerReason(StrEnum):
     EXPIRED = "expired"
     MODEL_ERROR = "model_error"
     UNUSABLE_INPUT = "unusable_input"
+    INVALID_HEADERS = "invalid_headers"
+    INTERNAL_ERROR = "internal_error"

@@ -22,6 +22,7 @@ from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
 from torchkafka.worker._errors import StartupError, TransientError
 from torchkafka.worker.config import DedupSettings, WorkerConfig, static_membership
 from torchkafka.worker.kafka import (
+    CommitResults,
     KafkaPublisher,
     LoopTimings,
     WorkerLoop,
@@ -134,9 +135,11 @@ def _run(
             device_jpeg=device_jpeg is not None,
         )
         cleanup.callback(images.close)
+        commit_results = CommitResults()
         consumer = make_consumer(
             config.kafka,
             {
+                "on_commit": commit_results.on_commit,
                 "group.id": config.group_id,
                 "client.id": me,
                 "enable.auto.commit": "false",
@@ -171,6 +174,7 @@ def _run(
                 shutdown_redis_wait_s=timeouts.redis_wait_s,
                 claim_renew_s=config.dedup.claim_ttl_ms / 1000 / 3,
             ),
+            commit_results=commit_results,
         )
         reloader = Reloader(
             lambda: inference.swap_runtime(build_runtime(model, device, config.workers)),

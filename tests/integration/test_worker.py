@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -157,3 +160,35 @@ def test_images_decode_off_the_polling_thread_and_a_corrupt_one_is_dead_lettered
     assert isinstance(headers, list)
     info = read_dead_letter_info(headers)
     assert (info.reason, info.error.startswith("$: cannot decode jpeg")) == ("invalid_image", True)
+
+
+def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_stream_goes_on(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topics: Topics,
+    start_worker: Callable[[WorkerConfig], RunningWorker],
+) -> None:
+    """confluent-kafka cannot read such headers (it raises SystemError); kcat can write them."""
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    assert kcat is not None, "kcat is installed by deploy/local/install-system-deps.sh"
+    worker = start_worker(config_for(topics, kafka_bootstrap, redis_url))
+    bad = [kcat, "-b", kafka_bootstrap, "-t", topics.input, "-P", "-p", "0", "-k", "bad"]
+    written = subprocess.run(
+        [*map(os.fsencode, bad), b"-H", b"\xff\xfe=x"],
+        input=request_value("bad", torch.zeros(4)),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert written.returncode == 0, written.stderr
+    produce(kafka_bootstrap, topics.input, [(b"good", request_value("good", torch.ones(4)))])
+    results = read(kafka_bootstrap, topics.output, expect=1)
+    dead = read(kafka_bootstrap, topics.dead_letters, expect=1)
+    worker.close()
+    assert [decode_result(m.value() or b"").id for m in results] == ["good"]
+    headers = dead[0].headers()
+    assert isinstance(headers, list)
+    info = read_dead_letter_info(headers)
+    assert info.reason == "invalid_headers"
+    assert "headers cannot be read" in info.error
+    assert dead[0].value() == request_value("bad", torch.zeros(4))  # the input, unchanged

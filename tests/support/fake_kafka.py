@@ -28,6 +28,7 @@ class FakeMessage:
     _key: bytes | None = None
     _headers: list[tuple[str, bytes | None]] | None = None
     _error: KafkaError | None = None
+    _headers_error: Exception | None = None
 
     def topic(self) -> str:
         return self._topic
@@ -45,6 +46,8 @@ class FakeMessage:
         return self._value
 
     def headers(self) -> list[tuple[str, bytes | None]] | None:
+        if self._headers_error is not None:
+            raise self._headers_error
         return self._headers
 
     def error(self) -> KafkaError | None:
@@ -67,20 +70,37 @@ class FakeConsumer:
     paused: set[Key] = field(default_factory=set)
     assignment: set[Key] = field(default_factory=set)
     closed: bool = False
-    #: Errors that the next commits raise, one per call (sync) or drop (async).
+    #: Errors that the next commits raise, one per call (sync) or report to ``on_commit``
+    #: from the next ``consume`` (async), as librdkafka does.
     commit_errors: list[KafkaError] = field(default_factory=list)
+    on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = None
+    #: What ``close`` raises, if anything (a broker mid-rebalance refusing the leave).
+    close_error: KafkaError | None = None
     #: Messages (errors included) that the next ``consume`` returns before any record.
     events: list[FakeMessage] = field(default_factory=list)
     _records: dict[Key, list[FakeMessage]] = field(default_factory=dict)
     _position: dict[Key, int] = field(default_factory=dict)
     _callbacks: dict[str, Callback] = field(default_factory=dict)
     _rebalances: list[tuple[str, list[Key]]] = field(default_factory=list)
+    _reports: list[tuple[KafkaError, list[TopicPartition]]] = field(default_factory=list)
 
-    def add(self, topic: str, partition: int, values: Iterable[bytes | None]) -> None:
-        """Append records with ``values`` to a partition (created on first use)."""
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        values: Iterable[bytes | None],
+        headers_error: Exception | None = None,
+    ) -> None:
+        """Append records with ``values`` to a partition (created on first use).
+
+        ``headers_error``: what reading each record's headers raises.
+        """
         records = self._records.setdefault((topic, partition), [])
         for value in values:
-            records.append(FakeMessage(topic, partition, len(records), value, b"k"))
+            offset = len(records)
+            records.append(
+                FakeMessage(topic, partition, offset, value, b"k", _headers_error=headers_error)
+            )
 
     def rebalance(self, kind: str, keys: Iterable[Key]) -> None:
         """Run ``on_assign``, ``on_revoke`` or ``on_lost`` for ``keys`` in the next consume."""
@@ -107,6 +127,10 @@ class FakeConsumer:
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
         assert not self.closed, "consume after close"
+        reports, self._reports = self._reports, []
+        for error, partitions in reports:
+            assert self.on_commit is not None, "an asynchronous commit was refused unobserved"
+            self.on_commit(error, partitions)
         while self._rebalances:
             kind, keys = self._rebalances.pop(0)
             partitions = [TopicPartition(t, p) for t, p in keys]
@@ -132,7 +156,8 @@ class FakeConsumer:
         if self.commit_errors:
             error = self.commit_errors.pop(0)
             if asynchronous:
-                return None  # rejected; an asynchronous commit reports it through on_commit only
+                self._reports.append((error, offsets))
+                return None
             raise KafkaException(error)
         self.log.append(
             Commit({(tp.topic, tp.partition): tp.offset for tp in offsets}, asynchronous)
@@ -172,6 +197,8 @@ class FakeConsumer:
             )
         self.assignment = set()
         self.closed = True
+        if self.close_error is not None:
+            raise KafkaException(self.close_error)
 
     def _committed_or_zero(self, key: Key) -> int:
         return self.committed().get(key, 0)

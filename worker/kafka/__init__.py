@@ -5,6 +5,7 @@ rebalances; ``KafkaPublisher`` implements the pipeline's ``Publisher``.
 """
 
 from torchkafka.worker.kafka._clients import make_admin, make_consumer, make_producer
+from torchkafka.worker.kafka._commits import CommitResults
 from torchkafka.worker.kafka._consumer import (
     assign_paused,
     is_record,
@@ -15,6 +16,7 @@ from torchkafka.worker.kafka._loop import LoopTimings, WorkerLoop
 from torchkafka.worker.kafka._publisher import KafkaPublisher
 
 __all__ = [
+    "CommitResults",
     "KafkaPublisher",
     "LoopTimings",
     "WorkerLoop",

@@ -44,7 +44,7 @@ def observed(connection: KafkaConnection) -> dict[str, Any]:
     return {**connection.librdkafka(), "logger": LIBRDKAFKA_LOGGER, "error_cb": log_client_error}
 
 
-def make_consumer(connection: KafkaConnection, worker: Mapping[str, str]) -> Consumer:
+def make_consumer(connection: KafkaConnection, worker: Mapping[str, Any]) -> Consumer:
     """The worker's consumer: its own settings, then the user's consumer settings on top."""
     return _client(Consumer, {**observed(connection), **worker, **connection.consumer})
 

@@ -13,8 +13,16 @@ log = structlog.get_logger(__name__)
 
 
 def record_from_message(message: Message, received_s: float) -> Record:
-    """Copy what the pipeline needs out of a confluent-kafka message."""
-    headers = message.headers()
+    """Copy what the pipeline needs out of a confluent-kafka message.
+
+    Headers that cannot be read (confluent-kafka raises on a key that is not
+    UTF-8) are left out and said why: the pipeline dead-letters such a record.
+    """
+    unreadable = None
+    try:
+        headers = message.headers()
+    except Exception as exc:
+        headers, unreadable = None, f"{type(exc).__name__}: {exc}"
     topic = message.topic()
     partition = message.partition()
     offset = message.offset()
@@ -28,6 +36,7 @@ def record_from_message(message: Message, received_s: float) -> Record:
         value=message.value() or b"",
         headers=list(headers.items()) if isinstance(headers, dict) else list(headers or []),
         received_s=received_s,
+        unreadable_headers=unreadable,
     )
 
 

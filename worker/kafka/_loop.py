@@ -21,6 +21,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from torchkafka.worker._errors import WorkerError
+from torchkafka.worker.kafka._commits import CommitResults
 from torchkafka.worker.kafka._consumer import (
     assign_paused,
     is_record,
@@ -84,6 +85,7 @@ class WorkerLoop:
         metrics: WorkerMetrics,
         health: Health,
         timings: LoopTimings,
+        commit_results: CommitResults,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
@@ -105,7 +107,9 @@ class WorkerLoop:
         self._paused = False
         self._epoch = 0
         self._assigned: set[TopicPartitionKey] = set()
-        self._committed: dict[TopicPartitionKey, int] = {}
+        self._committed: dict[TopicPartitionKey, int] = {}  # the latest points sent
+        self._commit_results = commit_results
+        self._commits_refused = False  # a synchronous commit was refused
         self._lag_due = 0.0
         self._renew_due = clock() + timings.claim_renew_s
 
@@ -120,7 +124,14 @@ class WorkerLoop:
             self._release_queued()
             raise
         finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Leave the group; a broker that refuses (mid-rebalance) only delays the leave."""
+        try:
             self._consumer.close()
+        except KafkaException as exc:
+            log.warning("leaving the group failed; the session timeout ends it", error=str(exc))
 
     def subscribe(self) -> None:
         """Join the group; partitions arrive through the rebalance callbacks."""
@@ -226,6 +237,7 @@ class WorkerLoop:
         """Settle what the broker acknowledged, commit, and renew claims when due."""
         self._settlement.settle(self._publisher.completed(timeout_s), self._epoch)
         self._commit(self._settlement.committable(), asynchronous=True)
+        self._recommit_refused()
         self._renew_claims()
 
     def _renew_claims(self) -> None:
@@ -262,17 +274,42 @@ class WorkerLoop:
             )
 
     def _commit(self, offsets: dict[TopicPartitionKey, int], asynchronous: bool) -> None:
-        if offsets:
-            self._committed.update(offsets)
-            partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            if asynchronous:
-                self._consumer.commit(offsets=partitions, asynchronous=True)
-                return
-            for tp in self._consumer.commit(offsets=partitions, asynchronous=False):
-                if tp.error is not None:
-                    log.warning(
-                        "commit refused", partition=(tp.topic, tp.partition), error=tp.error.str()
-                    )
+        """Commit ``offsets``; a refused synchronous commit is logged, never raised.
+
+        Refused, the commit is sent again (asynchronously: after a refusal seen
+        by ``CommitResults``; here, at the next settle) while the partitions are
+        this worker's; once they are not, their next owner resumes from the
+        last commit that was taken, which redoes answered records (dedup skips
+        them) but loses none.
+        """
+        if not offsets:
+            return
+        self._committed.update(offsets)
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if asynchronous:
+            self._consumer.commit(offsets=partitions, asynchronous=True)
+            return
+        try:
+            refused = [
+                tp
+                for tp in self._consumer.commit(offsets=partitions, asynchronous=False)
+                if tp.error is not None
+            ]
+        except KafkaException as exc:
+            log.warning("commit refused", error=str(exc))
+            self._commits_refused = True
+            return
+        for tp in refused:
+            log.warning("commit refused", partition=(tp.topic, tp.partition), error=str(tp.error))
+            self._commits_refused = True
+
+    def _recommit_refused(self) -> None:
+        """After a refused commit, send the latest commit points of assigned partitions again."""
+        if not (self._commit_results.take_refused() or self._commits_refused):
+            return
+        self._commits_refused = False
+        again = {key: o for key, o in self._committed.items() if key in self._assigned}
+        self._commit(again, asynchronous=True)
 
     def _pause_or_resume(self) -> None:
         backlogged = bool(self._ready) or len(self._parking) >= self._capacity()

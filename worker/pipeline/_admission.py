@@ -162,6 +162,15 @@ class Gate:
         self._lost -= gone
 
     def _decode(self, record: Record) -> Admitted | None:
+        """The record's request and model input; None when the record is dead-lettered.
+
+        Whatever goes wrong with one record ends as its dead letter: bad input
+        under the codec's reason, anything unforeseen as ``internal_error``.
+        """
+        if record.unreadable_headers is not None:
+            detail = f"headers cannot be read ({record.unreadable_headers})"
+            self._publisher.dead_letter(record, WorkerReason.INVALID_HEADERS, detail)
+            return None
         try:
             request = decode_request(record.value, self._limits)
             value = request.inputs.get(self._input_name)
@@ -175,6 +184,11 @@ class Gate:
                 return None
         except DecodeError as exc:
             self._publisher.dead_letter(record, exc.reason, str(exc))
+            return None
+        except Exception as exc:  # a decoder bug must not stop the stream: this record only
+            log.exception("decoding a record failed unexpectedly", offset=record.offset)
+            error = f"{type(exc).__name__}: {exc}"
+            self._publisher.dead_letter(record, WorkerReason.INTERNAL_ERROR, error)
             return None
         return Admitted(record, request, value)
 

@@ -22,6 +22,8 @@ class Record:
     value: bytes
     headers: list[tuple[str, str | bytes | None]]
     received_s: float
+    #: Why the headers could not be read (they are then empty): the record is dead-lettered.
+    unreadable_headers: str | None = None
 
     @property
     def partition_key(self) -> TopicPartitionKey:

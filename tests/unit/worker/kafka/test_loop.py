@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from confluent_kafka import KafkaError
 from torch import nn
 
 from tests.support.fake_kafka import Commit, FakeConsumer
@@ -19,7 +20,7 @@ from tests.support.fakes import MemoryDedup, MemoryOutbox
 from tests.support.runtimes import WAIT_S, Doubling, Gated, make_runtime
 from torchkafka.codecs import DEFAULT_LIMITS, Request, encode_request
 from torchkafka.worker import DeadLetterLimitExceeded, DeliveryFailed, WorkerError
-from torchkafka.worker.kafka import LoopTimings, WorkerLoop
+from torchkafka.worker.kafka import CommitResults, LoopTimings, WorkerLoop
 from torchkafka.worker.ops import Health, WorkerMetrics
 from torchkafka.worker.pipeline import (
     DeadLetterGuard,
@@ -60,6 +61,8 @@ class Loop:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = FakeConsumer()
+        self.commit_results = CommitResults()
+        self.consumer.on_commit = self.commit_results.on_commit
         self.outbox = MemoryOutbox()
         self.dedup = MemoryDedup()
         publisher: Publisher = (
@@ -90,6 +93,7 @@ class Loop:
             metrics=WorkerMetrics(),
             health=Health(threading.Event()),
             timings=timings or LoopTimings(),
+            commit_results=self.commit_results,
             clock=clock,
         )
 
@@ -294,3 +298,56 @@ def test_shutdown_with_redis_away_commits_delivered_results_without_marks(make_l
     loop.loop.drain()
     assert loop.consumer.log[-1] == Commit({(TOPIC, 0): 2}, asynchronous=False)
     assert loop.dedup.done == set()
+
+
+def test_a_commit_refused_in_a_rebalance_is_sent_again(make_loop) -> None:
+    loop = make_loop()
+    loop.consumer.commit_errors = [KafkaError(KafkaError.ILLEGAL_GENERATION)]
+    loop.start(0)
+    loop.send(0, "a")  # one record: its commit point is sent once, and refused
+    loop.step_until(lambda: loop.committed(0) == 1)  # no new record needed to get there
+    assert loop.consumer.commit_errors == []
+
+
+def test_a_refused_commit_or_leave_at_shutdown_still_ends_cleanly(make_loop) -> None:
+    loop = make_loop()
+    loop.start(0)
+    loop.send(0, "a", "b")
+    loop.step_until(lambda: loop.committed(0) == 2)
+    loop.send(0, "c")
+    loop.step_until(lambda: "c" in loop.outbox.results)
+    loop.consumer.commit_errors = [KafkaError(KafkaError.REBALANCE_IN_PROGRESS)] * 2
+    loop.consumer.close_error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+    stop = threading.Event()
+    stop.set()
+    loop.loop.run(stop)  # the drain's and the revoke's commits are refused, then the leave
+    assert loop.consumer.commit_errors == []  # both refusals happened, and nothing was raised
+    assert loop.consumer.closed
+
+
+def test_a_record_whose_headers_cannot_be_read_is_dead_lettered_and_the_stream_goes_on(
+    make_loop,
+) -> None:
+    loop = make_loop()
+    loop.start(0)
+    bad_key = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    loop.consumer.add(TOPIC, 0, [request("poisoned")], headers_error=bad_key)
+    loop.send(0, "after")
+    loop.step_until(lambda: loop.committed(0) == 2)
+    assert loop.outbox.dead_letters[None][0] == "invalid_headers"
+    assert "UnicodeDecodeError" in loop.outbox.dead_letters[None][1]
+    assert set(loop.outbox.results) == {"after"}
+
+
+def test_an_unexpected_decoder_failure_is_an_internal_error_dead_letter(
+    make_loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(value: bytes, limits: object) -> None:
+        raise RecursionError("a decoder bug")
+
+    monkeypatch.setattr("torchkafka.worker.pipeline._admission.decode_request", broken)
+    loop = make_loop()
+    loop.start(0)
+    loop.send(0, "a")
+    loop.step_until(lambda: loop.committed(0) == 1)
+    assert loop.outbox.dead_letters == {None: ("internal_error", "RecursionError: a decoder bug")}
