@@ -40,6 +40,7 @@ from torchkafka.worker.pipeline import (
     MicroBatcher,
     Outbox,
     Parking,
+    PauseReason,
     Settlement,
     TopicPartitionKey,
     batch_tensor,
@@ -325,6 +326,7 @@ class WorkerLoop:
                 log.debug("resumed")
             self._paused = blocked
             self._metrics.paused(blocked)
+        self._health.redis_away(reason is PauseReason.REDIS)
 
     def _measure_lag(self, now: float) -> None:
         """Every lag interval, per partition read from: high watermark minus position."""

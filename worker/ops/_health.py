@@ -47,6 +47,7 @@ class Health:
         self._model_loaded = False
         self._joined = False
         self._stalled_for: Callable[[float], float] = lambda _now: 0.0
+        self._redis_away = False
 
     def beat(self) -> None:
         """The polling loop completed an iteration."""
@@ -55,6 +56,10 @@ class Health:
     def watch_inference(self, stalled_for: Callable[[float], float]) -> None:
         """Fail liveness too when ``stalled_for(now)``, seconds without progress, is too long."""
         self._stalled_for = stalled_for
+
+    def redis_away(self, away: bool) -> None:
+        """Whether the loop is paused because Redis does not answer."""
+        self._redis_away = away
 
     def model_loaded(self) -> None:
         """The model is loaded and ready to run."""
@@ -85,6 +90,8 @@ class Health:
             return False, "loading the model"
         if not self._joined:
             return False, "joining the consumer group"
+        if self._redis_away:
+            return False, "paused: redis is away"
         return True, "ready"
 
 

@@ -62,6 +62,8 @@ class Loop:
     ) -> None:
         self.consumer = FakeConsumer()
         self.commit_results = CommitResults()
+        self.health = Health(threading.Event())
+        self.health.model_loaded()
         self.consumer.on_commit = self.commit_results.on_commit
         self.outbox = MemoryOutbox()
         self.dedup = MemoryDedup()
@@ -91,7 +93,7 @@ class Loop:
             batcher=MicroBatcher(MAX_BATCH, 0.0),
             poll_batch=16,
             metrics=WorkerMetrics(),
-            health=Health(threading.Event()),
+            health=self.health,
             timings=timings or LoopTimings(),
             commit_results=self.commit_results,
             clock=clock,
@@ -295,6 +297,7 @@ def test_shutdown_with_redis_away_commits_delivered_results_without_marks(make_l
     model.gate.set()
     loop.step_until(lambda: loop.consumer.paused == {(TOPIC, 0)})  # holding marks: paused
     assert loop.committed(0) == 0
+    assert loop.health.readiness() == (False, "paused: redis is away")
     loop.loop.drain()
     assert loop.consumer.log[-1] == Commit({(TOPIC, 0): 2}, asynchronous=False)
     assert loop.dedup.done == set()

@@ -57,6 +57,10 @@ def test_readiness_needs_the_model_and_the_group_and_ends_with_shutdown() -> Non
     assert health.readiness() == (False, "joining the consumer group")
     health.joined()
     assert health.readiness() == (True, "ready")
+    health.redis_away(True)
+    assert health.readiness() == (False, "paused: redis is away")
+    health.redis_away(False)
+    assert health.readiness() == (True, "ready")
     stop.set()
     assert health.readiness() == (False, "shutting down")
 
