@@ -168,10 +168,19 @@ def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_stream_goes_on(
     topics: Topics,
     start_worker: Callable[[WorkerConfig], RunningWorker],
 ) -> None:
-    """confluent-kafka cannot read such headers (it raises SystemError); kcat can write them."""
+    """confluent-kafka cannot read such headers; kcat can write them.
+
+    confluent-kafka's ``headers()`` then returns with a Python error left set,
+    which CPython reports only on some call paths: once the polling code is
+    warm (its calls specialized) the error surfaces in a later, unrelated call.
+    So the worker reads good records first, then the bad one.
+    """
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
     assert kcat is not None, "kcat is installed by deploy/local/install-system-deps.sh"
-    worker = start_worker(config_for(topics, kafka_bootstrap, redis_url))
+    worker = start_worker(config_for(topics, kafka_bootstrap, redis_url, poll_batch=1))
+    warm = [(f"warm-{i}".encode(), request_value(f"warm-{i}", torch.ones(4))) for i in range(100)]
+    produce(kafka_bootstrap, topics.input, warm)
+    assert len(read(kafka_bootstrap, topics.output, expect=len(warm))) == len(warm)
     bad = [kcat, "-b", kafka_bootstrap, "-t", topics.input, "-P", "-p", "0", "-k", "bad"]
     written = subprocess.run(
         [*map(os.fsencode, bad), b"-H", b"\xff\xfe=x"],
@@ -182,10 +191,11 @@ def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_stream_goes_on(
     )
     assert written.returncode == 0, written.stderr
     produce(kafka_bootstrap, topics.input, [(b"good", request_value("good", torch.ones(4)))])
-    results = read(kafka_bootstrap, topics.output, expect=1)
+    results = read(kafka_bootstrap, topics.output, expect=len(warm) + 1)
     dead = read(kafka_bootstrap, topics.dead_letters, expect=1)
     worker.close()
-    assert [decode_result(m.value() or b"").id for m in results] == ["good"]
+    answered = {decode_result(m.value() or b"").id for m in results}
+    assert answered == {"good"} | {key.decode() for key, _ in warm}
     headers = dead[0].headers()
     assert isinstance(headers, list)
     info = read_dead_letter_info(headers)

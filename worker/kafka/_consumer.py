@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
 import structlog
@@ -12,6 +13,14 @@ from torchkafka.worker.pipeline import Record, TopicPartitionKey
 log = structlog.get_logger(__name__)
 
 
+#: ``message.headers()`` through a call path on which CPython always checks the
+#: result. For a header key that is not UTF-8, confluent-kafka returns headers
+#: with a UnicodeDecodeError left set; a specialized (warm) method call does
+#: not notice, and a later, unrelated call fails with SystemError. Called this
+#: way it raises SystemError here, and the error is cleared.
+_read_headers = operator.methodcaller("headers")
+
+
 def record_from_message(message: Message, received_s: float) -> Record:
     """Copy what the pipeline needs out of a confluent-kafka message.
 
@@ -20,8 +29,8 @@ def record_from_message(message: Message, received_s: float) -> Record:
     """
     unreadable = None
     try:
-        headers = message.headers()
-    except Exception as exc:
+        headers = _read_headers(message)
+    except Exception as exc:  # any failure here is this record's, not the worker's
         headers, unreadable = None, f"{type(exc).__name__}: {exc}"
     topic = message.topic()
     partition = message.partition()
