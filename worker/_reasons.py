@@ -13,3 +13,4 @@ class WorkerReason(StrEnum):
     UNUSABLE_INPUT = "unusable_input"
     INVALID_HEADERS = "invalid_headers"
     INTERNAL_ERROR = "internal_error"
+    RESULT_TOO_LARGE = "result_too_large"

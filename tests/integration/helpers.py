@@ -29,9 +29,9 @@ DEPLOY = Path(__file__).parents[2] / "deploy" / "local"
 class Topics:
     """A worker's input (4 partitions), output (4) and dead-letter topics, new per test."""
 
-    def __init__(self, new_topic: Callable[..., str]) -> None:
+    def __init__(self, new_topic: Callable[..., str], **output_config: str) -> None:
         self.input = new_topic(partitions=4)
-        self.output = new_topic(partitions=4)
+        self.output = new_topic(partitions=4, **output_config)
         self.dead_letters = new_topic()
 
 

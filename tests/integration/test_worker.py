@@ -202,3 +202,30 @@ def test_a_header_key_that_is_not_utf8_is_dead_lettered_and_the_stream_goes_on(
     assert info.reason == "invalid_headers"
     assert "headers cannot be read" in info.error
     assert dead[0].value() == request_value("bad", torch.zeros(4))  # the input, unchanged
+
+
+def test_a_result_over_the_output_topics_size_limit_dead_letters_its_input(
+    kafka_bootstrap: str,
+    redis_url: str,
+    new_topic: Callable[..., str],
+    start_worker: Callable[[WorkerConfig], RunningWorker],
+) -> None:
+    """A result echoes its request's meta: a large meta makes a result the topic refuses."""
+    topics = Topics(new_topic, **{"max.message.bytes": "1000"})
+    meta = {"blob": "x" * 3000}
+    big = encode_request(Request(id="big", inputs={"x": torch.zeros(4)}, meta=meta))
+    ok = request_value("ok", torch.ones(4))
+    worker = start_worker(config_for(topics, kafka_bootstrap, redis_url))
+    produce(kafka_bootstrap, topics.input, [(b"big", big), (b"ok", ok)])
+    results = read(kafka_bootstrap, topics.output, expect=1)
+    dead = read(kafka_bootstrap, topics.dead_letters, expect=1)
+    deadline = time.monotonic() + 30
+    while not committed_equals_end(kafka_bootstrap, worker.config.group_id, topics.input, 4):
+        assert time.monotonic() < deadline, "the worker did not commit past the big result"
+        time.sleep(0.5)
+    worker.close()
+    assert [decode_result(m.value() or b"").id for m in results] == ["ok"]
+    headers = dead[0].headers()
+    assert isinstance(headers, list)
+    assert read_dead_letter_info(headers).reason == "result_too_large"
+    assert dead[0].value() == big

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from torchkafka.codecs import DeadLetterInfo, dead_letter_headers
 from torchkafka.worker._errors import DeliveryFailed
+from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline import Delivery, Outcome, Record
+
+#: What to do instead when the broker or the producer refuses a message as too large.
+TooLarge = Callable[[KafkaError], None]
 
 
 class KafkaPublisher:
@@ -38,8 +43,20 @@ class KafkaPublisher:
         self._completed: deque[Delivery] = deque()
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
-        """Publish ``record``'s result (key = the input's key)."""
-        self._produce(self._output_topic, record, request_id, Outcome.RESULT, value, None)
+        """Publish ``record``'s result (key = the input's key).
+
+        A result over a size limit (the producer's ``message.max.bytes``, or
+        the output topic's ``max.message.bytes``) becomes the input's dead
+        letter, ``result_too_large``.
+        """
+
+        def too_large(error: KafkaError) -> None:
+            detail = f"the result is {len(value)} bytes, over a size limit: {error.str()}"
+            self.dead_letter(record, WorkerReason.RESULT_TOO_LARGE, detail, request_id)
+
+        self._produce(
+            self._output_topic, record, request_id, Outcome.RESULT, value, None, too_large
+        )
 
     def dead_letter(
         self,
@@ -49,22 +66,35 @@ class KafkaPublisher:
         request_id: str | None = None,
         attempts: int = 1,
     ) -> None:
-        """Publish ``record`` unchanged to the dead-letter topic, with why and where."""
-        info = DeadLetterInfo(
-            reason=reason,
-            error=error,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            attempts=attempts,
-            worker=self._worker_id,
-            time_ms=int(time.time() * 1000),
-        )
-        headers = dead_letter_headers(record.headers, info)
+        """Publish ``record`` unchanged to the dead-letter topic, with why and where.
+
+        An input over the dead-letter topic's size limit goes without its value,
+        the error saying so.
+        """
         self._metrics.dead_lettered(reason)
-        self._produce(
-            self._dead_letter_topic, record, request_id, Outcome.DEAD_LETTER, record.value, headers
-        )
+
+        def send(value: bytes | None, detail: str, on_too_large: TooLarge | None) -> None:
+            info = DeadLetterInfo(
+                reason=reason,
+                error=detail,
+                source_topic=record.topic,
+                source_partition=record.partition,
+                source_offset=record.offset,
+                attempts=attempts,
+                worker=self._worker_id,
+                time_ms=int(time.time() * 1000),
+            )
+            headers = dead_letter_headers(record.headers, info)
+            topic = self._dead_letter_topic
+            self._produce(
+                topic, record, request_id, Outcome.DEAD_LETTER, value, headers, on_too_large
+            )
+
+        def without_value(limit: KafkaError) -> None:
+            size = len(record.value)
+            send(None, f"{error} (the value, {size} bytes, is left out: {limit.str()})", None)
+
+        send(record.value, error, without_value)
 
     def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
         """Serve delivery callbacks for up to ``timeout_s``; return every finished delivery."""
@@ -88,12 +118,22 @@ class KafkaPublisher:
         record: Record,
         request_id: str | None,
         outcome: Outcome,
-        value: bytes,
+        value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None,
+        too_large: TooLarge | None,
     ) -> None:
+        """Produce, waiting out a full queue; ``too_large`` handles a size refusal.
+
+        librdkafka refuses an oversized message at once (the producer's limit)
+        or in its delivery report (the topic's); either way ``too_large`` runs
+        instead of a failed delivery, on the calling or the polling thread.
+        """
         completed = self._completed
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            if error is not None and too_large is not None and _too_large(error):
+                too_large(error)
+                return
             failed = None if error is None else _delivery_failed(topic, error)
             completed.append(Delivery(record, outcome, failed, request_id))
 
@@ -107,6 +147,16 @@ class KafkaPublisher:
                 # The local queue is full: serve deliveries to make room, then retry.
                 self._metrics.retry(RetryKind.PRODUCE_QUEUE_FULL)
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and too_large and _too_large(error)):
+                    raise
+                too_large(error)
+                return
+
+
+def _too_large(error: KafkaError) -> bool:
+    return error.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
 def _delivery_failed(topic: str, error: KafkaError) -> DeliveryFailed:

@@ -1,0 +1,107 @@
+"""KafkaPublisher: an oversized result becomes a dead letter; a dead letter may lose its value."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+
+from torchkafka.codecs import read_dead_letter_info
+from torchkafka.worker.kafka import KafkaPublisher
+from torchkafka.worker.ops import WorkerMetrics
+from torchkafka.worker.pipeline import Outcome, Record
+
+Callback = Callable[[KafkaError | None, object], None]
+
+
+@dataclass
+class Sent:
+    topic: str
+    value: bytes | None
+    headers: list[tuple[str, str | bytes | None]] | None
+
+
+@dataclass
+class SizeLimitedProducer:
+    """Refuses values over ``client_limit`` at once, and over ``topic_limit`` on delivery."""
+
+    client_limit: int = 1000
+    topic_limit: int = 1000
+    sent: list[Sent] = field(default_factory=list)
+    _reports: list[tuple[Callback, KafkaError | None]] = field(default_factory=list)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+        on_delivery: Callback | None = None,
+    ) -> None:
+        size = len(value or b"")
+        if size > self.client_limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        assert on_delivery is not None
+        too_large = size > self.topic_limit
+        error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if too_large else None
+        if error is None:
+            self.sent.append(Sent(topic, value, headers))
+        self._reports.append((on_delivery, error))
+
+    def poll(self, timeout: float = 0) -> int:
+        reports, self._reports = self._reports, []
+        for callback, error in reports:
+            callback(error, None)
+        return len(reports)
+
+
+def publisher(producer: SizeLimitedProducer) -> KafkaPublisher:
+    return KafkaPublisher(producer, "out", "dlq", "w1", WorkerMetrics())  # type: ignore[arg-type]
+
+
+def record(value: bytes) -> Record:
+    return Record("in", 0, 7, b"k", value, [("trace", b"t1")], time.monotonic())
+
+
+def settled(producer: SizeLimitedProducer, out: KafkaPublisher) -> list[Outcome]:
+    deliveries = out.completed()
+    deliveries += out.completed()  # a dead letter produced from a callback reports next poll
+    assert all(d.error is None for d in deliveries)
+    return [d.outcome for d in deliveries]
+
+
+def test_a_result_over_the_producers_limit_dead_letters_its_input() -> None:
+    producer = SizeLimitedProducer(client_limit=1000)
+    out = publisher(producer)
+    out.result(record(b"request"), "r1", b"x" * 2000)
+    assert settled(producer, out) == [Outcome.DEAD_LETTER]
+    (letter,) = producer.sent
+    assert (letter.topic, letter.value) == ("dlq", b"request")
+    assert letter.headers is not None
+    info = read_dead_letter_info(letter.headers)
+    assert info.reason == "result_too_large"
+    assert "the result is 2000 bytes" in info.error
+
+
+def test_a_result_the_topic_refuses_as_too_large_dead_letters_its_input() -> None:
+    producer = SizeLimitedProducer(client_limit=10_000, topic_limit=1000)
+    out = publisher(producer)
+    out.result(record(b"request"), "r1", b"x" * 2000)
+    assert settled(producer, out) == [Outcome.DEAD_LETTER]
+    assert [(s.topic, s.value) for s in producer.sent] == [("dlq", b"request")]
+
+
+def test_an_input_too_large_for_the_dead_letter_topic_goes_without_its_value() -> None:
+    producer = SizeLimitedProducer(client_limit=1000)
+    out = publisher(producer)
+    out.dead_letter(record(b"v" * 5000), "message_too_large", "5000 bytes", "r1")
+    assert settled(producer, out) == [Outcome.DEAD_LETTER]
+    (letter,) = producer.sent
+    assert letter.value is None
+    assert letter.headers is not None
+    assert ("trace", b"t1") in letter.headers
+    info = read_dead_letter_info(letter.headers)
+    assert info.reason == "message_too_large"
+    assert "the value, 5000 bytes, is left out" in info.error
