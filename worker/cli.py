@@ -106,7 +106,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: list[str]) -> None:
 
 
 def _metavar(setting: Setting) -> str:
-    return "N,N,..." if "tuple" in str(setting.kind) else setting.name.split("_")[-1].upper()
+    return "N,N,..." if setting.is_integer_list else setting.name.split("_")[-1].upper()
 
 
 def _setting_flags(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:

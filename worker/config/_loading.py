@@ -59,6 +59,12 @@ class Setting:
         return get_origin(self.kind) is Mapping
 
     @property
+    def is_integer_list(self) -> bool:
+        """Integers given as ``N,N,...`` (or a TOML array), such as ``input_shape``."""
+        kinds = get_args(self.kind) if get_origin(self.kind) is types.UnionType else (self.kind,)
+        return any(get_origin(kind) is tuple for kind in kinds)
+
+    @property
     def required(self) -> bool:
         """No default: must be given."""
         f = self.field

@@ -24,13 +24,16 @@ class CommitResults:
         self._refused = False
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """librdkafka's commit callback (it runs inside ``consume`` or ``close``)."""
+        """librdkafka's commit callback (it runs inside ``consume`` or ``close``).
+
+        The loop reports its refused synchronous commits here too.
+        """
         failed = [tp for tp in partitions if tp.error is not None]
         if error is None and not failed:
             return
         reason = str(error if error is not None else failed[0].error)
         log.info(
-            "commit refused; it will be sent again",
+            "commit refused; sent again while the partitions are this worker's",
             error=reason,
             partitions=sorted((tp.topic, tp.partition) for tp in failed or partitions),
         )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from torchkafka.worker._errors import WorkerError
 from torchkafka.worker.kafka._commits import CommitResults
@@ -110,7 +110,6 @@ class WorkerLoop:
         self._assigned: set[TopicPartitionKey] = set()
         self._committed: dict[TopicPartitionKey, int] = {}  # the latest points sent
         self._commit_results = commit_results
-        self._commits_refused = False  # a synchronous commit was refused
         self._lag_due = 0.0
         self._renew_due = clock() + timings.claim_renew_s
 
@@ -277,11 +276,11 @@ class WorkerLoop:
     def _commit(self, offsets: dict[TopicPartitionKey, int], asynchronous: bool) -> None:
         """Commit ``offsets``; a refused synchronous commit is logged, never raised.
 
-        Refused, the commit is sent again (asynchronously: after a refusal seen
-        by ``CommitResults``; here, at the next settle) while the partitions are
-        this worker's; once they are not, their next owner resumes from the
-        last commit that was taken, which redoes answered records (dedup skips
-        them) but loses none.
+        Refused (seen by ``CommitResults``: here for a synchronous commit,
+        through ``on_commit`` for an asynchronous one), the commit is sent again
+        at the next settle while the partitions are this worker's; once they
+        are not, their next owner resumes from the last commit that was taken,
+        which redoes answered records (dedup skips them) but loses none.
         """
         if not offsets:
             return
@@ -291,24 +290,17 @@ class WorkerLoop:
             self._consumer.commit(offsets=partitions, asynchronous=True)
             return
         try:
-            refused = [
-                tp
-                for tp in self._consumer.commit(offsets=partitions, asynchronous=False)
-                if tp.error is not None
-            ]
+            results = self._consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
-            log.warning("commit refused", error=str(exc))
-            self._commits_refused = True
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            self._commit_results.on_commit(error, partitions)
             return
-        for tp in refused:
-            log.warning("commit refused", partition=(tp.topic, tp.partition), error=str(tp.error))
-            self._commits_refused = True
+        self._commit_results.on_commit(None, results)  # notes any partition refused
 
     def _recommit_refused(self) -> None:
         """After a refused commit, send the latest commit points of assigned partitions again."""
-        if not (self._commit_results.take_refused() or self._commits_refused):
+        if not self._commit_results.take_refused():
             return
-        self._commits_refused = False
         again = {key: o for key, o in self._committed.items() if key in self._assigned}
         self._commit(again, asynchronous=True)
 
@@ -367,15 +359,7 @@ class WorkerLoop:
         def mine(admitted: Admitted) -> bool:
             return admitted.record.partition_key in keys
 
-        dropped = [item.token for item in self._batcher.discard(mine)]
-        dropped += self._parking.take(mine)
-        kept: deque[Batch[Admitted]] = deque()
-        for batch in self._ready:
-            items = tuple(item for item in batch.items if not mine(item.token))
-            dropped += [item.token for item in batch.items if mine(item.token)]
-            if items:
-                kept.append(Batch(items, batch.capacity))
-        self._ready = kept
+        dropped = self._drop_queued(mine)
         self._gate.release(dropped)
         if lost:
             self._settlement.revoke(keys)
@@ -407,9 +391,19 @@ class WorkerLoop:
 
     def _release_queued(self) -> None:
         """Give up the claims of work never submitted, so other workers need not wait them out."""
-        queued = [item.token for batch in self._ready for item in batch.items]
-        queued += [item.token for item in self._batcher.discard(lambda _: True)]
-        queued += self._parking.take(lambda _: True)
-        self._ready.clear()
+        queued = self._drop_queued(lambda _: True)
         if queued:
             self._gate.release(queued)
+
+    def _drop_queued(self, which: Callable[[Admitted], bool]) -> list[Admitted]:
+        """Remove the admitted work ``which`` selects from the batcher, the queue and parking."""
+        dropped = [item.token for item in self._batcher.discard(which)]
+        dropped += self._parking.take(which)
+        kept: deque[Batch[Admitted]] = deque()
+        for batch in self._ready:
+            items = tuple(item for item in batch.items if not which(item.token))
+            dropped += [item.token for item in batch.items if which(item.token)]
+            if items:
+                kept.append(Batch(items, batch.capacity))
+        self._ready = kept
+        return dropped

@@ -5,9 +5,10 @@ OpenMetrics) text format. ``/healthz``: 200 while the polling loop completes
 iterations and the inference thread finishes the batches it holds; 503
 before the loop's first iteration, and when either made no progress for the
 liveness timeout (derived from the stopping budget). ``/readyz``: 200 once
-the model is loaded and the consumer has joined its group, 503 before that
-and once shutdown has begun.
-The loop only stores a timestamp and two flags; requests never touch it.
+the model is loaded and the consumer has joined its group, 503 before that,
+while the worker is paused because Redis is away, and once shutdown has begun.
+The loop and the composition root only store timestamps and flags; requests
+never touch the loop.
 """
 
 from __future__ import annotations
