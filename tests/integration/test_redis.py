@@ -26,22 +26,21 @@ def test_redis_answers_and_keys_are_namespaced(redis_client: redis.Redis, key_pr
 
 def test_a_redis_cluster_node_is_refused_at_start_up(tmp_path: Path) -> None:
     port = free_port()
-    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")]
+    # The cluster bus listens on port + 10000 unless told otherwise, which can
+    # be past 65535 (or taken) for an ephemeral port: give it its own.
+    cluster = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+    cluster += ["--cluster-config-file", str(tmp_path / "nodes.conf")]
+    log = tmp_path / "redis.log"
     server = subprocess.Popen(
         [
             shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", ""),
             *cluster,
+            *("--logfile", str(log)),
         ],
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port, socket_timeout=2)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -49,6 +48,8 @@ def test_a_redis_cluster_node_is_refused_at_start_up(tmp_path: Path) -> None:
                 client.ping()
                 break
             except redis.ConnectionError:
+                said = log.read_text()[-2000:] if log.exists() else ""
+                assert server.poll() is None, f"redis-server exited: {said}"
                 assert time.monotonic() < deadline, "the cluster node did not start"
                 time.sleep(0.05)
         store = DedupStore(
