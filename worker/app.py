@@ -36,6 +36,7 @@ from torchkafka.worker.pipeline import (
     DeadLetterGuard,
     DedupStore,
     DeviceJpeg,
+    DoneMarks,
     Gate,
     GuardedPublisher,
     ImageDecoder,
@@ -157,12 +158,14 @@ def _run(
             fail_open=config.dedup.redis_outage == "fail-open",
             images=images,
         )
+        marks = DoneMarks(publisher, dedup, me, metrics, fail_open=gate.fail_open)
         timeouts = config.timeouts
         loop = WorkerLoop(
             consumer=consumer,
             input_topic=config.input_topic,
             gate=gate,
-            settlement=Settlement(dedup, gate, me),
+            settlement=Settlement(gate),
+            marks=marks,
             publisher=publisher,
             inference=inference,
             batcher=MicroBatcher(model.max_batch_size, batching.max_wait_ms / 1000),
@@ -185,6 +188,8 @@ def _run(
         health.watch_inference(inference.stalled_for)
         inference.start()
         cleanup.callback(inference.stop, 5)
+        marks.start()
+        cleanup.callback(marks.stop)
         reloader.start()
         cleanup.callback(reloader.stop, 5)
         log.info("consuming", topic=config.input_topic, group=config.group_id)

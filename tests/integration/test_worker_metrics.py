@@ -120,6 +120,7 @@ def test_the_endpoints_report_the_work_done_and_close_on_stop(
     samples = scrape(base)
     assert metric(samples, "torchkafka_messages_produced_total", outcome="result") == len(rows)
     assert metric(samples, "torchkafka_end_to_end_seconds_count", outcome="result") == len(rows)
+    assert metric(samples, "torchkafka_done_mark_delay_seconds_count") == len(rows)
     reasons = Counter(case.error.reason.value for case in bad)
     reasons.update(["model_error", "unusable_input"])
     for reason, count in reasons.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from time import monotonic as now
 
 from torchkafka.codecs import Result, decode_result
 from torchkafka.worker import DeliveryFailed, TransientError
@@ -33,7 +34,7 @@ class MemoryOutbox:
         if self.raise_on_result is not None:
             raise self.raise_on_result
         self.results[request_id] = decode_result(value)
-        self._deliver(Delivery(record, Outcome.RESULT, self._error(request_id), request_id))
+        self._deliver(Delivery(record, Outcome.RESULT, self._error(request_id), request_id, now()))
 
     def dead_letter(
         self,
@@ -45,7 +46,8 @@ class MemoryOutbox:
     ) -> None:
         self.dead_letters[request_id] = (reason, error)
         self.reasons.append(reason)
-        self._deliver(Delivery(record, Outcome.DEAD_LETTER, self._error(request_id), request_id))
+        failed = self._error(request_id)
+        self._deliver(Delivery(record, Outcome.DEAD_LETTER, failed, request_id, now()))
 
     def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
         with self._arrived:

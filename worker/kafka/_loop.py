@@ -2,8 +2,9 @@
 
 One step: consume a batch of records, admit them (decode, dedup), add them to
 the micro-batcher, hand full or due batches to the inference thread, then
-settle what the broker acknowledged (``Settlement``: done-marks first, then
-commit points) and commit. When ``Backpressure`` says so (a lasting backlog,
+settle what the broker acknowledged and Redis marked done (``DoneMarks``
+marks on its own thread as delivery reports arrive; ``Settlement`` turns
+them into commit points) and commit. When ``Backpressure`` says so (a lasting backlog,
 or Redis away) the assigned partitions are paused and polling goes on, so the
 group never sees a stalled member. Each step is a heartbeat for the liveness
 probe.
@@ -35,6 +36,7 @@ from torchkafka.worker.pipeline import (
     Backpressure,
     Batch,
     BatchItem,
+    DoneMarks,
     Gate,
     InferenceWorker,
     MicroBatcher,
@@ -45,6 +47,7 @@ from torchkafka.worker.pipeline import (
     TopicPartitionKey,
     batch_tensor,
     intake_limit,
+    result_ids,
 )
 
 log = structlog.get_logger(__name__)
@@ -79,6 +82,7 @@ class WorkerLoop:
         input_topic: str,
         gate: Gate,
         settlement: Settlement,
+        marks: DoneMarks,
         publisher: Outbox,
         inference: InferenceWorker,
         batcher: MicroBatcher[Admitted],
@@ -93,6 +97,7 @@ class WorkerLoop:
         self._input_topic = input_topic
         self._gate = gate
         self._settlement = settlement
+        self._marks = marks
         self._publisher = publisher
         self._inference = inference
         self._batcher = batcher
@@ -175,6 +180,7 @@ class WorkerLoop:
         if not self._inference.stop(max(0.0, deadline - self._clock())):
             log.error("the inference thread did not finish its batches in time")
         self._publisher.flush(max(0.0, deadline - self._clock()))
+        self._marks.mark_now()
         self._settle()
         self._settle_held_marks()
         # Synchronously, everything: earlier asynchronous commits may still be in flight.
@@ -234,8 +240,10 @@ class WorkerLoop:
             self._ready.popleft()
 
     def _settle(self, timeout_s: float = 0.0) -> None:
-        """Settle what the broker acknowledged, commit, and renew claims when due."""
-        self._settlement.settle(self._publisher.completed(timeout_s), self._epoch)
+        """Settle what was marked done (waiting up to ``timeout_s``), commit, renew claims."""
+        if self._marks.failure is not None:
+            raise self._marks.failure
+        self._settlement.settle(self._marks.take(timeout_s))
         self._commit(self._settlement.committable(), asynchronous=True)
         self._recommit_refused()
         self._renew_claims()
@@ -256,15 +264,22 @@ class WorkerLoop:
             )
 
     def _redis_away(self) -> bool:
-        return self._gate_blocked or self._settlement.holding
+        return self._gate_blocked or self._marks.holding
 
     def _settle_held_marks(self) -> None:
         """Shutdown: wait a while for Redis to take the held marks, then settle without them."""
         deadline = self._clock() + self._timings.shutdown_redis_wait_s
-        while self._settlement.holding and self._clock() < deadline:
-            self._settle(timeout_s=0.05)  # a failing try is quick while Redis's breaker is open
-        if self._settlement.holding:
-            ids = self._settlement.settle_without_marks()
+        while self._marks.holding and self._clock() < deadline:
+            self._marks.mark_now(0.05)  # a failing try is quick while Redis's breaker is open
+            self._settle()
+        if self._marks.holding:
+            # Committing a delivered result without its mark loses nothing, and the
+            # restarted group does not run its record again; only a later replay or
+            # re-submission of its id gets a second result. Holding the commit
+            # instead would redo every one of them.
+            held = self._marks.give_up_held()
+            self._settlement.settle(held)
+            ids = result_ids(held)
             log.error(
                 "redis still away at shutdown: committing delivered results without "
                 "done-marks; a replay or re-submission of these ids gets a second result",
@@ -335,6 +350,7 @@ class WorkerLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._epoch += 1
+        self._marks.fencing_token = self._epoch
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned |= keys
         log.info("assigned", partitions=sorted(keys), epoch=self._epoch)
@@ -387,6 +403,7 @@ class WorkerLoop:
         ):
             self._settle(timeout_s=0.05)
         self._publisher.flush(max(0.0, deadline - self._clock()))
+        self._marks.mark_now()
         self._settle()
 
     def _release_queued(self) -> None:

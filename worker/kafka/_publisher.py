@@ -129,13 +129,14 @@ class KafkaPublisher:
         instead of a failed delivery, on the calling or the polling thread.
         """
         completed = self._completed
+        published_s = time.monotonic()
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is not None and too_large is not None and _too_large(error):
                 too_large(error)
                 return
             failed = None if error is None else _delivery_failed(topic, error)
-            completed.append(Delivery(record, outcome, failed, request_id))
+            completed.append(Delivery(record, outcome, failed, request_id, published_s))
 
         while True:
             try:

@@ -19,6 +19,8 @@ from torchkafka.worker._reasons import WorkerReason
 
 #: Seconds, from a millisecond to half a minute.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: Seconds, from half a millisecond to five: the done-mark delay is short unless Redis stalls.
+MARK_DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: The ``outcome`` label: what was published for an input record.
 OUTCOMES = ("result", "dead_letter")
@@ -87,6 +89,13 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._mark_delay = Histogram(
+            "torchkafka_done_mark_delay_seconds",
+            "Per result, from its produce call to its done-mark written: "
+            "the window in which a killed worker leaves a result unmarked",
+            buckets=MARK_DELAY_BUCKETS,
+            registry=r,
+        )
         self._paused = Gauge(
             "torchkafka_paused", "1 while the assigned partitions are paused", registry=r
         )
@@ -123,6 +132,11 @@ class WorkerMetrics:
         """The broker acknowledged a result or dead letter, ``e2e_s`` after its record came in."""
         self._produced.labels(outcome).inc()
         self._end_to_end.labels(outcome).observe(e2e_s)
+
+    def marked_done(self, delays_s: Iterable[float]) -> None:
+        """Done-marks were written, each ``delays_s`` after its result was produced."""
+        for delay in delays_s:
+            self._mark_delay.observe(delay)
 
     def dead_lettered(self, reason: str) -> None:
         """A record was handed to the producer for the dead-letter topic."""

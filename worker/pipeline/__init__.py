@@ -12,6 +12,7 @@ from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, Guard
 from torchkafka.worker.pipeline._dedup import Dedup, DedupStore
 from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
+from torchkafka.worker.pipeline._done_marks import DoneMarks
 from torchkafka.worker.pipeline._images import (
     DecodingImage,
     ImageDecoder,
@@ -38,6 +39,7 @@ __all__ = [
     "DedupStore",
     "Delivery",
     "DeviceJpeg",
+    "DoneMarks",
     "Gate",
     "GuardedPublisher",
     "ImageDecoder",

@@ -30,6 +30,8 @@ class Delivery:
     outcome: Outcome
     error: DeliveryFailed | None
     request_id: str | None  # None for a dead letter whose request could not be read
+    #: When it was handed to the producer (``time.monotonic``).
+    published_s: float
 
 
 class Publisher(Protocol):

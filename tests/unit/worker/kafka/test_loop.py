@@ -24,6 +24,7 @@ from torchkafka.worker.kafka import CommitResults, LoopTimings, WorkerLoop
 from torchkafka.worker.ops import Health, WorkerMetrics
 from torchkafka.worker.pipeline import (
     DeadLetterGuard,
+    DoneMarks,
     Gate,
     GuardedPublisher,
     ImageDecoder,
@@ -79,6 +80,7 @@ class Loop:
             fail_open=False,
             images=ImageDecoder(1),
         )
+        self.marks = DoneMarks(self.outbox, self.dedup, OWNER, WorkerMetrics(), fail_open=False)
         runtime = make_runtime(model or Doubling(), pipelined=False)
         self.inference = InferenceWorker(
             runtime, StagingPool(pin_memory=False), publisher, OWNER, QUEUE_BATCHES, WorkerMetrics()
@@ -87,7 +89,8 @@ class Loop:
             consumer=self.consumer,  # type: ignore[arg-type]
             input_topic=TOPIC,
             gate=self.gate,
-            settlement=Settlement(self.dedup, self.gate, OWNER),
+            settlement=Settlement(self.gate),
+            marks=self.marks,
             publisher=self.outbox,
             inference=self.inference,
             batcher=MicroBatcher(MAX_BATCH, 0.0),
@@ -101,6 +104,7 @@ class Loop:
 
     def start(self, *partitions: int) -> None:
         self.inference.start()
+        self.marks.start()
         self.loop.subscribe()
         self.consumer.rebalance("assign", [(TOPIC, p) for p in partitions])
 
@@ -118,6 +122,7 @@ class Loop:
 
     def close(self) -> None:
         self.inference.stop(WAIT_S)
+        self.marks.stop(WAIT_S)
 
 
 def request(request_id: str) -> bytes:
@@ -169,6 +174,22 @@ def test_run_drains_on_stop_commits_synchronously_and_leaves_the_group(make_loop
 
 
 @pytest.mark.timeout(15)  # the drain's own limit is 30 s: waiting it out fails here
+def test_a_result_is_marked_done_as_soon_as_it_is_delivered_not_at_the_next_poll(
+    make_loop,
+) -> None:
+    model = Gated()
+    loop = make_loop(model=model)
+    loop.start(0)
+    loop.send(0, "a")
+    loop.step_until(model.entered.is_set)
+    model.gate.set()  # the result is published while the polling loop does not step
+    deadline = time.monotonic() + WAIT_S
+    while loop.dedup.done != {"a"}:  # the duplicate window closes without the polling loop
+        assert time.monotonic() < deadline, "the done-mark waited for the polling loop"
+        time.sleep(0.005)
+    loop.step_until(lambda: loop.committed(0) == 1)
+
+
 def test_a_dead_inference_thread_stops_the_loop_without_waiting_out_the_drain(
     make_loop,
 ) -> None:
@@ -284,7 +305,8 @@ def test_shutdown_releases_the_claims_of_batches_never_submitted(make_loop) -> N
     assert ran
     assert released
     assert ran.isdisjoint(released)
-    assert set(loop.dedup.claims) == ran  # only work that ran keeps its claim (no settle after)
+    # Only work that ran keeps its claim, until its done-mark replaces it.
+    assert set(loop.dedup.claims) | loop.dedup.done == ran
 
 
 def test_shutdown_with_redis_away_commits_delivered_results_without_marks(make_loop) -> None:
