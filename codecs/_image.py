@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from torchkafka.codecs._errors import EncodeError, ImageTooLarge, InvalidField, InvalidImage
 from torchkafka.codecs._fields import required
@@ -21,6 +21,13 @@ IMAGE_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 #: Pillow's name of the pixel layout to decode into: RGB (3 channels) or L (grey, 1).
 ImageMode = Literal["RGB", "L"]
+
+#: The most pixels a complete file of each format holds per byte. A Huffman-coded JPEG
+#: spends at least a bit on each 8x8 block (512); a PNG's deflate stream expands at
+#: most 1032-fold, to at most 8 (one-bit) pixels a byte (8256). A header declaring more
+#: than that belongs to a file that ends early. Arithmetic-coded JPEGs, which could
+#: hold more, are held to the same bound.
+MAX_PIXELS_PER_BYTE = {"jpeg": 512, "png": 8 * 1032}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +61,9 @@ def image_from_wire(obj: dict[str, Any], limits: Limits) -> EncodedImage:
         raise ImageTooLarge(
             ".data", f"{width}x{height} pixels, the limit is {limits.max_image_pixels}"
         )
-    return EncodedImage(format=fmt, data=data, width=width, height=height)
+    image = EncodedImage(format=fmt, data=data, width=width, height=height)
+    _check_length(image, ".data")
+    return image
 
 
 def encoded_image(data: bytes) -> EncodedImage:
@@ -71,17 +80,37 @@ def encoded_image(data: bytes) -> EncodedImage:
 def decode_image(image: EncodedImage, mode: ImageMode = "RGB") -> torch.Tensor:
     """Decode the pixels to uint8 (channels, height, width): a CHW view of HWC memory.
 
+    A file that ends early raises ``InvalidImage`` rather than decoding padded:
+    one too short for the pixels its header declares before anything is
+    decoded, one whose data runs out in Pillow (this turns Pillow's
+    process-wide ``LOAD_TRUNCATED_IMAGES`` off, whoever turned it on).
+
     Pillow decodes (libjpeg-turbo, libpng). torchvision.io's decoders were
     dropped after fuzzing this module crashed the process (SIGSEGV in
     decode_png) on a corrupted 16x16 PNG; a worker must survive any input.
     """
+    _check_length(image, "$")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(io.BytesIO(image.data), formats=[IMAGE_FORMATS[image.format]]) as img:
-            pixels = np.array(img.convert(mode))  # writable: torch warns on read-only arrays
+            img.load()
+            # np.array copies (torch warns on read-only arrays); convert would copy once more.
+            pixels = np.array(img if img.mode == mode else img.convert(mode))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidImage("$", f"cannot decode {image.format}: {exc}") from exc
     hwc = torch.from_numpy(pixels)
     return hwc.unsqueeze(0) if hwc.dim() == 2 else hwc.permute(2, 0, 1)
+
+
+def _check_length(image: EncodedImage, path: str) -> None:
+    """Raise ``InvalidImage`` if ``image`` is too short to hold the pixels its header declares."""
+    per_byte = MAX_PIXELS_PER_BYTE[image.format]
+    if image.width * image.height > per_byte * len(image.data):
+        raise InvalidImage(
+            path,
+            f"{image.width}x{image.height} pixels in {len(image.data)} bytes: a complete "
+            f"{image.format} holds at most {per_byte} pixels a byte, so the file ends early",
+        )
 
 
 def _header_size(data: bytes, fmt: str, path: str) -> tuple[int, int]:

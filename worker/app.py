@@ -168,7 +168,11 @@ def _run(
             marks=marks,
             publisher=publisher,
             inference=inference,
-            batcher=MicroBatcher(model.max_batch_size, batching.max_wait_ms / 1000),
+            batcher=MicroBatcher(
+                model.max_batch_size,
+                batching.max_wait_ms / 1000,
+                max_batch_bytes=batching.max_batch_mib << 20,
+            ),
             poll_batch=batching.poll_batch,
             metrics=metrics,
             health=health,

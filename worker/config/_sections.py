@@ -202,9 +202,14 @@ class BatchingSettings:
         "0: one per CPU of the worker process, at most 4",
         0,
     )
+    max_batch_mib: int = setting(
+        "most MiB of inputs in one batch: larger inputs run in smaller batches, one that "
+        "alone is larger runs alone (an RGB image takes 3 bytes a pixel)",
+        512,
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, "inference_queue_batches", "poll_batch")
+        _positive(self, "inference_queue_batches", "poll_batch", "max_batch_mib")
         _not_negative(self, "max_wait_ms", "image_decode_threads")
 
 

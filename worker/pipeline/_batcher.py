@@ -1,5 +1,10 @@
 """Micro-batching: group decoded inputs by (shape, dtype), flush when full or due.
 
+A group is full at ``max_batch_size`` items, or sooner where that many would
+pass ``max_batch_bytes``: a batch of large images stays within the bound, and
+so does its staging buffer, sized for the group's capacity (padding to a
+batch bucket aside).
+
 ``MicroBatcher`` is pure and single-owner: no Kafka, no threads, no clock;
 callers pass ``now`` (seconds on the clock of ``BatchItem.enqueued_at``).
 ``StagingPool`` is shared across threads (the inference thread releases what
@@ -168,16 +173,23 @@ class _Group(Generic[T]):
 class MicroBatcher(Generic[T]):
     """Groups items by (shape, dtype); a group flushes when full or when it is due.
 
-    A group is due once its oldest item has waited ``max_wait_s``. Every item
-    added comes out exactly once: in a batch, or from ``discard``. Not
-    thread-safe: one owner (the polling loop) calls it.
+    A group is full at its ``capacity``; it is due once its oldest item has
+    waited ``max_wait_s``. Every item added comes out exactly once: in a
+    batch, or from ``discard``. Not thread-safe: one owner (the polling loop)
+    calls it.
     """
 
-    def __init__(self, max_batch_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self, max_batch_size: int, max_wait_s: float, max_batch_bytes: int | None = None
+    ) -> None:
+        """``max_batch_bytes``: the most bytes of inputs in one batch (None: no bound)."""
         if not max_wait_s >= 0:  # NaN too
             raise ValueError("max_wait_s must be >= 0")
+        if max_batch_bytes is not None and max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be >= 1")
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.max_batch_bytes = max_batch_bytes
         self._groups: dict[GroupKey, _Group[T]] = {}
         self._count = 0
 
@@ -187,7 +199,7 @@ class MicroBatcher(Generic[T]):
 
     @property
     def max_batch_size(self) -> int:
-        """The most items in a batch; also the capacity of its staging buffer.
+        """The most items in a batch.
 
         It may be lowered while running (after an out-of-memory error, say): a
         group already larger then flushes, when full or due, in several batches.
@@ -200,6 +212,18 @@ class MicroBatcher(Generic[T]):
             raise ValueError("max_batch_size must be >= 1")
         self._max_batch_size = value
 
+    def capacity(self, key: GroupKey) -> int:
+        """The most items of ``key`` in a batch, and the rows of its staging buffer.
+
+        ``max_batch_size``, or fewer when that many would pass ``max_batch_bytes``;
+        one at least, so an input larger than the bound runs alone.
+        """
+        shape, dtype = key
+        row_bytes = math.prod(shape) * dtype.itemsize
+        if self.max_batch_bytes is None or row_bytes == 0:
+            return self._max_batch_size
+        return max(1, min(self._max_batch_size, self.max_batch_bytes // row_bytes))
+
     def add(self, item: BatchItem[T], now: float) -> list[Batch[T]]:
         """Queue ``item``; return its group if that became full, then any groups due at ``now``."""
         tensor = item.tensor
@@ -210,7 +234,7 @@ class MicroBatcher(Generic[T]):
         group.items.append(item)
         group.oldest = min(group.oldest, item.enqueued_at)
         self._count += 1
-        ready = self._flush(key) if len(group.items) >= self._max_batch_size else []
+        ready = self._flush(key) if len(group.items) >= self.capacity(key) else []
         return ready + self.due(now)
 
     def due(self, now: float) -> list[Batch[T]]:
@@ -257,5 +281,5 @@ class MicroBatcher(Generic[T]):
     def _flush(self, key: GroupKey) -> list[Batch[T]]:
         items = self._groups.pop(key).items
         self._count -= len(items)
-        size = self._max_batch_size
+        size = self.capacity(key)
         return [Batch(tuple(items[i : i + size]), size) for i in range(0, len(items), size)]

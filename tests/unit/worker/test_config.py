@@ -228,3 +228,15 @@ def test_static_membership_gives_each_worker_process_its_own_instance_id() -> No
     config = load_config(None, {"TORCHKAFKA_GROUP_INSTANCE_ID": "node-a"}, REQUIRED)
     assert static_membership(config, 0) == {"group.instance.id": "node-a-0"}
     assert static_membership(config, 3) == {"group.instance.id": "node-a-3"}
+
+
+def test_the_batch_memory_bound_defaults_to_512_mib_and_is_set_like_any_setting() -> None:
+    assert load_config(None, {}, REQUIRED).batching.max_batch_mib == 512
+    config = load_config(None, {"TORCHKAFKA_MAX_BATCH_MIB": "64"}, REQUIRED)
+    assert config.batching.max_batch_mib == 64
+    assert "MiB" in SETTINGS["max_batch_mib"].help
+
+
+def test_a_batch_memory_bound_below_one_mib_is_refused() -> None:
+    with pytest.raises(StartupError, match="max_batch_mib must be >= 1"):
+        load_config(None, {}, {**REQUIRED, "max_batch_mib": 0})

@@ -114,6 +114,31 @@ def test_a_lowered_batch_size_splits_larger_groups() -> None:
         batcher.max_batch_size = 0
 
 
+def test_a_group_leaves_before_its_bytes_would_pass_the_bound() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0, max_batch_bytes=100)
+    row = (3, 2, 2)  # 12 uint8 bytes: 8 rows fit
+    tiny = [batcher.add(item(t, shape=row, dtype=torch.uint8), 0.0) for t in range(8)]
+    assert tokens(tiny[-1]) == [list(range(8))]
+    big = (5, 5)  # 25 float32, 100 bytes: one a batch
+    assert batcher.capacity((big, torch.float32)) == 1
+    batches = batcher.add(item(8, shape=big), 0.0)
+    assert tokens(batches) == [[8]]
+    assert batches[0].capacity == 1, "the staging buffer holds one such row, not max_batch_size"
+    mid = (3, 3)  # 36 bytes: two a batch
+    assert batcher.add(item(9, shape=mid), 0.0) == []
+    assert [b.capacity for b in batcher.add(item(10, shape=mid), 0.0)] == [2]
+
+
+def test_an_input_over_the_byte_bound_runs_alone() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0, max_batch_bytes=10)
+    assert tokens(batcher.add(item(1, shape=(3, 4)), 0.0)) == [[1]]
+    assert batcher.capacity(((0, 4), torch.float32)) == 8  # empty rows cost nothing
+    batcher.max_batch_size = 2
+    assert batcher.capacity(((1,), torch.uint8)) == 2  # the lower of the two bounds
+    with pytest.raises(ValueError, match="max_batch_bytes must be"):
+        MicroBatcher(8, 1.0, max_batch_bytes=0)
+
+
 @pytest.mark.parametrize(("size", "wait"), [(0, 1.0), (1, -0.1), (1, float("nan"))])
 def test_bad_settings_are_refused(size: int, wait: float) -> None:
     with pytest.raises(ValueError, match="must be"):
@@ -284,12 +309,16 @@ resize_op = st.tuples(st.just("resize"), st.integers(1, 5), st.just(0.0))
 @given(
     max_batch_size=st.integers(1, 5),
     max_wait_s=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+    max_batch_bytes=st.none() | st.integers(1, 40),
     ops=st.lists(st.one_of(add_op, add_op, add_op, due_op, discard_op, resize_op), max_size=60),
 )
 def test_every_item_comes_out_once_in_uniform_ordered_batches(
-    max_batch_size: int, max_wait_s: float, ops: list[tuple[str, int, float]]
+    max_batch_size: int,
+    max_wait_s: float,
+    max_batch_bytes: int | None,
+    ops: list[tuple[str, int, float]],
 ) -> None:
-    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size, max_wait_s)
+    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size, max_wait_s, max_batch_bytes)
     pool = StagingPool(pin_memory=False)
     added: dict[int, BatchItem[int]] = {}
     batches: list[Batch[int]] = []
@@ -297,7 +326,11 @@ def test_every_item_comes_out_once_in_uniform_ordered_batches(
 
     def collect(flushed: list[Batch[int]]) -> list[Batch[int]]:
         for batch in flushed:
-            assert 1 <= len(batch) <= batch.capacity == batcher.max_batch_size
+            first = batch.items[0].tensor
+            capacity = batcher.capacity((tuple(first.shape), first.dtype))
+            assert 1 <= len(batch) <= batch.capacity == capacity <= batcher.max_batch_size
+            fits = max_batch_bytes is None or capacity * first.nbytes <= max_batch_bytes
+            assert fits or capacity == 1
         batches.extend(flushed)
         return flushed
 

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 import pytest
 import torch
 
-from tests.support.pictures import picture, pillow_pixels, truncated_jpeg
+from tests.support.pictures import declaring, picture, pillow_pixels, truncated_jpeg
 from torchkafka.codecs import DecodeError, EncodedImage, InvalidImage, Request, encoded_image
 from torchkafka.worker.pipeline import (
     Admitted,
@@ -92,6 +92,20 @@ def test_an_image_that_fails_to_decode_is_rejected_alone(decoder: ImageDecoder) 
     assert list(rejected) == ["corrupt"]
     assert rejected["corrupt"].reason == "invalid_image"
     assert "truncated" in str(rejected["corrupt"])
+
+
+def test_a_file_too_short_for_its_declared_pixels_is_rejected_unpadded(
+    decoder: ImageDecoder,
+) -> None:
+    good = picture("png", 16, 8, seed=1)
+    bomb = EncodedImage("jpeg", declaring(picture("jpeg", 16, 16, seed=2), 4096, 4096), 4096, 4096)
+    batch, rejected = resolve(
+        item("bomb", decoder.start(bomb)), item("good", decoder.start(encoded_image(good)))
+    )
+    assert batch is not None
+    assert [i.token.request.id for i in batch.items] == ["good"]
+    assert rejected["bomb"].reason == "invalid_image"
+    assert "ends early" in str(rejected["bomb"])
 
 
 def test_pixels_of_another_shape_than_the_header_declares_are_rejected() -> None:
