@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed
 PACKAGES := -p torchkafka.codecs -p torchkafka.topology -p torchkafka.worker
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps kafka-jars up down run test lint format bench clean
+.PHONY: help install system-deps kafka-jars up down run test hostile lint format bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ run: install up ## the main job end to end: workers, a producer and a result rea
 
 test: install kafka-jars lint ## lint, then the whole suite (starts and stops services it needs)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+hostile: install kafka-jars ## the hostile-input suite alone, printing its table (also in `make test`)
+	$(BIN)/pytest tests/hostile -s $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy (strict)
 	$(BIN)/ruff check .

@@ -56,6 +56,7 @@ def main() -> None:
     store = DedupStore(client, namespace, 600, 10_000, RetrySettings())
     try:
         store.ping()
+        store.check_state(pipeline_has_history=lambda: False)  # a new namespace
         measure(store, 32, 256)  # connect and load the scripts
         costs: dict[int, list[dict[str, float]]] = {batch: [] for batch in BATCH_SIZES}
         for _ in range(args.rounds):

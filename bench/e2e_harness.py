@@ -24,7 +24,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from torchkafka.codecs import Result, decode_result
-from torchkafka.topology import TopicSpec, admin_client, delete_topics, ensure_topics
+from torchkafka.topology import admin_client, delete_topics, ensure_topics, worker_topics
 from torchkafka.worker import WorkerConfig
 from torchkafka.worker.app import run_worker
 from torchkafka.worker.tools import RequestFactory, Sender, produce_requests
@@ -61,12 +61,7 @@ def bench_topics(
     topics = Topics.named(run)
     admin = admin_client(bootstrap)
     ensure_topics(
-        admin,
-        [
-            TopicSpec(topics.requests, partitions),
-            TopicSpec(topics.results, partitions),
-            TopicSpec(topics.dead_letters, 1),
-        ],
+        admin, worker_topics(topics.requests, topics.results, topics.dead_letters, partitions)
     )
     try:
         yield topics

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchkafka.codecs._dead_letter import (
     HEADER_PREFIX,
+    MAX_ERROR_BYTES,
     DeadLetterInfo,
     dead_letter_headers,
     read_dead_letter_info,
@@ -35,6 +36,7 @@ from torchkafka.codecs._errors import (
     UnsupportedVersion,
 )
 from torchkafka.codecs._reasons import Reason
+from torchkafka.codecs._sizes import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from torchkafka.codecs._dtypes import DTYPES
@@ -80,6 +82,8 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DTYPES",
     "HEADER_PREFIX",
+    "MAX_ERROR_BYTES",
+    "MAX_MESSAGE_BYTES",
     "WIRE_VERSION",
     "CodecError",
     "DeadLetterInfo",

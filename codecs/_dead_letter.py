@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 HEADER_PREFIX = "torchkafka."
+#: The longest ``torchkafka.error`` value, in UTF-8 bytes. An error may quote input (a
+#: field name, a version string), so a longer one keeps its start and end around " … ".
+MAX_ERROR_BYTES = 2048
+_ELLIPSIS = " … "
 
 #: A header value in confluent-kafka's types (None: a header without value).
 HeaderValue = str | bytes | None
@@ -48,7 +52,10 @@ def dead_letter_headers(original: Headers, info: DeadLetterInfo) -> HeaderList:
         (key, _as_bytes(value)) for key, value in original if not key.startswith(HEADER_PREFIX)
     ]
     for attribute, suffix in _FIELDS.items():
-        headers.append((HEADER_PREFIX + suffix, str(getattr(info, attribute)).encode()))
+        text = str(getattr(info, attribute))
+        if attribute == "error":
+            text = _cut(text, MAX_ERROR_BYTES)
+        headers.append((HEADER_PREFIX + suffix, text.encode()))
     return headers
 
 
@@ -60,6 +67,16 @@ def read_dead_letter_info(headers: Headers) -> DeadLetterInfo:
         text = values[HEADER_PREFIX + suffix].decode()
         fields[attribute] = int(text) if attribute in _INT_FIELDS else text
     return DeadLetterInfo(**fields)  # type: ignore[arg-type]  # types follow _INT_FIELDS
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` if it is at most ``limit`` bytes of UTF-8, else its first and last bytes."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    half = (limit - len(_ELLIPSIS.encode())) // 2
+    # A character cut in two at either end is dropped whole.
+    return data[:half].decode(errors="ignore") + _ELLIPSIS + data[-half:].decode(errors="ignore")
 
 
 def _as_bytes(value: HeaderValue) -> bytes:

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from torchkafka.codecs._dtypes import DTYPES, WireDtype, wire_dtype
-
-MiB = 1 << 20
+from torchkafka.codecs._sizes import MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +18,7 @@ class Limits:
     are checked on declared sizes before any tensor or image buffer exists.
     """
 
-    max_message_bytes: int = 16 * MiB
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     max_id_bytes: int = 256
     max_inputs: int = 16
     max_dims: int = 8

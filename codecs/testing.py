@@ -48,27 +48,28 @@ class MalformedCase:
     error: type[DecodeError]
 
 
-def _pack(obj: object) -> bytes:
+def pack(obj: object) -> bytes:
+    """``obj`` as msgpack, bytes as ``bin`` and strings as ``str``."""
     packed: bytes = msgpack.packb(obj, use_bin_type=True)
     return packed
 
 
-def _request(**overrides: Any) -> dict[str, Any]:
+def request_map(**overrides: Any) -> dict[str, Any]:
     """A valid request map (one 2x2 float32 tensor) with fields replaced or removed."""
     request: dict[str, Any] = {
         "v": 1,
         "id": "case-1",
-        "inputs": {"x": _tensor()},
+        "inputs": {"x": tensor_map()},
     }
     for key, value in overrides.items():
-        if value is _REMOVE:
+        if value is REMOVE:
             request.pop(key)
         else:
             request[key] = value
     return request
 
 
-def _tensor(**overrides: Any) -> dict[str, Any]:
+def tensor_map(**overrides: Any) -> dict[str, Any]:
     tensor: dict[str, Any] = {
         "kind": "tensor",
         "dtype": "float32",
@@ -76,14 +77,15 @@ def _tensor(**overrides: Any) -> dict[str, Any]:
         "data": bytes(16),
     }
     for key, value in overrides.items():
-        if value is _REMOVE:
+        if value is REMOVE:
             tensor.pop(key)
         else:
             tensor[key] = value
     return tensor
 
 
-_REMOVE = object()
+#: An override of ``request_map`` or ``tensor_map`` that removes the field.
+REMOVE = object()
 
 
 def jpeg_bytes(width: int = 8, height: int = 6) -> bytes:
@@ -110,118 +112,147 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"")
 
 
-def _image(fmt: str, data: bytes) -> dict[str, Any]:
+def image_map(fmt: str, data: bytes) -> dict[str, Any]:
+    """An image input of format ``fmt`` (jpeg or png) holding ``data``."""
     return {"kind": "image", "format": fmt, "data": data}
 
 
-def _deeply_nested_meta(depth: int) -> bytes:
+def deeply_nested_meta(depth: int) -> bytes:
     """A request whose meta is ``depth`` nested one-element arrays (built by hand:
     msgpack's own packer refuses such depth)."""
-    head = _pack({"v": 1, "id": "case-1", "inputs": {"x": _tensor()}, "meta": None})
+    head = pack({"v": 1, "id": "case-1", "inputs": {"x": tensor_map()}, "meta": None})
     return head[:-1] + b"\x91" * depth + b"\x00"
 
 
 _CASES: list[tuple[str, Callable[[], bytes], type[DecodeError]]] = [
     ("empty message", lambda: b"", MalformedMessage),
     ("reserved msgpack byte", lambda: b"\xc1", MalformedMessage),
-    ("truncated", lambda: _pack(_request())[:-5], MalformedMessage),
-    ("trailing bytes", lambda: _pack(_request()) + b"\x00", MalformedMessage),
+    ("truncated", lambda: pack(request_map())[:-5], MalformedMessage),
+    ("trailing bytes", lambda: pack(request_map()) + b"\x00", MalformedMessage),
     ("invalid utf-8 string", lambda: b"\x81\xa1v\xa2\xff\xfe", MalformedMessage),
     ("integer map key", lambda: b"\x81\x01\x01", MalformedMessage),
-    ("nesting too deep", lambda: _deeply_nested_meta(100_000), MalformedMessage),
+    ("nesting too deep", lambda: deeply_nested_meta(100_000), MalformedMessage),
     (
         "message too large",
         lambda: bytes(DEFAULT_LIMITS.max_message_bytes + 1),
         MessageTooLarge,
     ),
-    ("not a map", lambda: _pack([1, 2, 3]), InvalidField),
-    ("missing version", lambda: _pack(_request(v=_REMOVE)), MissingField),
-    ("version 2", lambda: _pack(_request(v=2)), UnsupportedVersion),
-    ("version as string", lambda: _pack(_request(v="1")), UnsupportedVersion),
-    ("missing id", lambda: _pack(_request(id=_REMOVE)), MissingField),
-    ("id not a string", lambda: _pack(_request(id=42)), InvalidField),
-    ("empty id", lambda: _pack(_request(id="")), InvalidField),
-    ("id too long", lambda: _pack(_request(id="x" * 300)), IdTooLong),
-    ("missing inputs", lambda: _pack(_request(inputs=_REMOVE)), MissingField),
-    ("inputs not a map", lambda: _pack(_request(inputs=[_tensor()])), InvalidField),
-    ("no inputs", lambda: _pack(_request(inputs={})), InvalidField),
+    ("not a map", lambda: pack([1, 2, 3]), InvalidField),
+    ("missing version", lambda: pack(request_map(v=REMOVE)), MissingField),
+    ("version 2", lambda: pack(request_map(v=2)), UnsupportedVersion),
+    ("version as string", lambda: pack(request_map(v="1")), UnsupportedVersion),
+    ("missing id", lambda: pack(request_map(id=REMOVE)), MissingField),
+    ("id not a string", lambda: pack(request_map(id=42)), InvalidField),
+    ("empty id", lambda: pack(request_map(id="")), InvalidField),
+    ("id too long", lambda: pack(request_map(id="x" * 300)), IdTooLong),
+    ("missing inputs", lambda: pack(request_map(inputs=REMOVE)), MissingField),
+    ("inputs not a map", lambda: pack(request_map(inputs=[tensor_map()])), InvalidField),
+    ("no inputs", lambda: pack(request_map(inputs={})), InvalidField),
     (
         "too many inputs",
-        lambda: _pack(_request(inputs={f"x{i}": _tensor() for i in range(17)})),
+        lambda: pack(request_map(inputs={f"x{i}": tensor_map() for i in range(17)})),
         TooManyInputs,
     ),
-    ("input not a map", lambda: _pack(_request(inputs={"x": b"raw"})), InvalidField),
-    ("unknown input kind", lambda: _pack(_request(inputs={"x": {"kind": "audio"}})), InvalidField),
+    ("input not a map", lambda: pack(request_map(inputs={"x": b"raw"})), InvalidField),
+    (
+        "unknown input kind",
+        lambda: pack(request_map(inputs={"x": {"kind": "audio"}})),
+        InvalidField,
+    ),
     (
         "unknown dtype",
-        lambda: _pack(_request(inputs={"x": _tensor(dtype="complex64")})),
+        lambda: pack(request_map(inputs={"x": tensor_map(dtype="complex64")})),
         UnsupportedDtype,
     ),
-    ("missing dtype", lambda: _pack(_request(inputs={"x": _tensor(dtype=_REMOVE)})), MissingField),
+    (
+        "missing dtype",
+        lambda: pack(request_map(inputs={"x": tensor_map(dtype=REMOVE)})),
+        MissingField,
+    ),
     (
         "negative dimension",
-        lambda: _pack(_request(inputs={"x": _tensor(shape=[-2, -2])})),
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=[-2, -2])})),
         InvalidShape,
     ),
     (
         "float dimension",
-        lambda: _pack(_request(inputs={"x": _tensor(shape=[2.0, 2])})),
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=[2.0, 2])})),
         InvalidShape,
     ),
-    ("shape not an array", lambda: _pack(_request(inputs={"x": _tensor(shape=4)})), InvalidField),
-    ("too many dims", lambda: _pack(_request(inputs={"x": _tensor(shape=[1] * 9)})), TooManyDims),
+    (
+        "shape not an array",
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=4)})),
+        InvalidField,
+    ),
+    (
+        "too many dims",
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=[1] * 9)})),
+        TooManyDims,
+    ),
     (
         "huge declared shape",
-        lambda: _pack(_request(inputs={"x": _tensor(shape=[1 << 40, 1 << 40])})),
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=[1 << 40, 1 << 40])})),
         TooManyElements,
     ),
     (
         "huge dimension beside zero",
-        lambda: _pack(_request(inputs={"x": _tensor(shape=[0, (1 << 64) - 1])})),
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=[0, (1 << 64) - 1])})),
         TooManyElements,
     ),
     (
         "empty, but its other dimensions overflow the strides",
-        lambda: _pack(_request(inputs={"x": _tensor(shape=[0, 10**6, 10**6, 10**6, 10**6])})),
+        lambda: pack(request_map(inputs={"x": tensor_map(shape=[0, 10**6, 10**6, 10**6, 10**6])})),
         TooManyElements,
     ),
     (
         "wrong byte count",
-        lambda: _pack(_request(inputs={"x": _tensor(data=bytes(15))})),
+        lambda: pack(request_map(inputs={"x": tensor_map(data=bytes(15))})),
         PayloadSizeMismatch,
     ),
-    ("data as string", lambda: _pack(_request(inputs={"x": _tensor(data="0" * 16)})), InvalidField),
-    ("missing data", lambda: _pack(_request(inputs={"x": _tensor(data=_REMOVE)})), MissingField),
     (
-        "bool byte not 0 or 1",
-        lambda: _pack(_request(inputs={"x": _tensor(dtype="bool", shape=[2], data=b"\x01\x02")})),
+        "data as string",
+        lambda: pack(request_map(inputs={"x": tensor_map(data="0" * 16)})),
         InvalidField,
     ),
-    ("negative deadline", lambda: _pack(_request(deadline_ms=-1)), InvalidField),
-    ("deadline as string", lambda: _pack(_request(deadline_ms="soon")), InvalidField),
+    (
+        "missing data",
+        lambda: pack(request_map(inputs={"x": tensor_map(data=REMOVE)})),
+        MissingField,
+    ),
+    (
+        "bool byte not 0 or 1",
+        lambda: pack(
+            request_map(inputs={"x": tensor_map(dtype="bool", shape=[2], data=b"\x01\x02")})
+        ),
+        InvalidField,
+    ),
+    ("negative deadline", lambda: pack(request_map(deadline_ms=-1)), InvalidField),
+    ("deadline as string", lambda: pack(request_map(deadline_ms="soon")), InvalidField),
     (
         "unsupported image format",
-        lambda: _pack(_request(inputs={"x": _image("gif", b"GIF89a")})),
+        lambda: pack(request_map(inputs={"x": image_map("gif", b"GIF89a")})),
         InvalidField,
     ),
     (
         "image bytes not an image",
-        lambda: _pack(_request(inputs={"x": _image("jpeg", b"\xff\xd8nope")})),
+        lambda: pack(request_map(inputs={"x": image_map("jpeg", b"\xff\xd8nope")})),
         InvalidImage,
     ),
     (
         "png claimed, jpeg sent",
-        lambda: _pack(_request(inputs={"x": _image("png", jpeg_bytes())})),
+        lambda: pack(request_map(inputs={"x": image_map("png", jpeg_bytes())})),
         InvalidImage,
     ),
     (
         "image header over the pixel limit",
-        lambda: _pack(_request(inputs={"x": _image("png", _png_header_only(9_000, 8_000))})),
+        lambda: pack(request_map(inputs={"x": image_map("png", _png_header_only(9_000, 8_000))})),
         ImageTooLarge,
     ),
     (
         "image header a decompression bomb",
-        lambda: _pack(_request(inputs={"x": _image("png", _png_header_only(100_000, 100_000))})),
+        lambda: pack(
+            request_map(inputs={"x": image_map("png", _png_header_only(100_000, 100_000))})
+        ),
         ImageTooLarge,
     ),
 ]

@@ -11,6 +11,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from torchkafka.topology._errors import TopologyError
+from torchkafka.topology._limits import SizeLimits
+
+_DEFAULT_LIMITS = SizeLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +24,27 @@ class TopicSpec:
     partitions: int = 1
     replication_factor: int = 1
     config: Mapping[str, str] = field(default_factory=dict)
+
+
+def worker_topics(
+    input_topic: str,
+    output_topic: str,
+    dead_letter_topic: str,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    limits: SizeLimits = _DEFAULT_LIMITS,
+) -> list[TopicSpec]:
+    """A worker's input, output and dead-letter topics, their size limits set by ``limits``.
+
+    The dead-letter topic has one partition: dead letters are few, and read in order.
+    """
+    record = {"max.message.bytes": str(limits.input_record_bytes)}
+    published = {"max.message.bytes": str(limits.output_record_bytes)}
+    return [
+        TopicSpec(input_topic, partitions, replication_factor, record),
+        TopicSpec(output_topic, partitions, replication_factor, published),
+        TopicSpec(dead_letter_topic, 1, replication_factor, published),
+    ]
 
 
 def admin_client(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:

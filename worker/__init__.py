@@ -25,6 +25,7 @@ from torchkafka.worker._env import (
 )
 from torchkafka.worker._errors import (
     DeadLetterLimitExceeded,
+    DedupStateLost,
     DeliveryFailed,
     StartupError,
     TransientError,
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "Backend",
     "DeadLetterLimitExceeded",
+    "DedupStateLost",
     "DeliveryFailed",
     "Precision",
     "StartupError",

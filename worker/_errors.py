@@ -5,6 +5,7 @@
         ├── StartupError        fatal before consuming: unknown model, missing
         │                       dependency, device that does not exist, bad config
         ├── TransientError      retry with backoff (Redis or broker briefly away)
+        │   └── DedupStateLost  Redis lost its done-marks: held until accepted
         ├── DeliveryFailed      the broker did not take a result or dead letter
         │                       within the producer's delivery timeout
         └── DeadLetterLimitExceeded
@@ -30,6 +31,10 @@ class StartupError(WorkerError):
 
 class TransientError(WorkerError):
     """A dependency failed in a way that retrying later may fix."""
+
+
+class DedupStateLost(TransientError):
+    """Redis no longer holds the dedup state (restarted empty): work waits, even fail-open."""
 
 
 class DeliveryFailed(WorkerError):

@@ -14,3 +14,5 @@ class WorkerReason(StrEnum):
     INVALID_HEADERS = "invalid_headers"
     INTERNAL_ERROR = "internal_error"
     RESULT_TOO_LARGE = "result_too_large"
+    QUARANTINED = "quarantined"
+    UNREADABLE_RECORD = "unreadable_record"

@@ -9,23 +9,29 @@ import os
 import signal
 import socket
 import threading
+import time
 from contextlib import ExitStack, closing
+from functools import partial
 from types import FrameType
 
 import redis
 import structlog
 from confluent_kafka import KafkaError, KafkaException
+from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
+from torchkafka.topology import SizeLimits
 from torchkafka.worker._errors import StartupError, TransientError
-from torchkafka.worker.config import DedupSettings, WorkerConfig, static_membership
+from torchkafka.worker.config import DedupSettings, WorkerConfig, group_membership
 from torchkafka.worker.kafka import (
+    ClientReport,
     CommitResults,
     KafkaPublisher,
     LoopTimings,
     WorkerLoop,
+    group_has_commits,
     make_admin,
     make_consumer,
     make_producer,
@@ -33,6 +39,7 @@ from torchkafka.worker.kafka import (
 from torchkafka.worker.model import Reloader, build_runtime, resolve_device, watched_files
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
 from torchkafka.worker.pipeline import (
+    CrashGuard,
     DeadLetterGuard,
     DedupStore,
     DeviceJpeg,
@@ -49,6 +56,13 @@ from torchkafka.worker.pipeline import (
 )
 
 log = structlog.get_logger(__name__)
+
+#: Start-up asks Kafka for its topics with this patience first, then twice as much each time.
+_FIRST_ASK_S = 1.0
+#: How often start-up pings a Redis that does not answer.
+_REDIS_RETRY_S = 0.5
+#: Redis errors that mean it answered, refusing the worker (the store's ping names them).
+_REDIS_REFUSALS = (rx.AuthenticationError, rx.AuthorizationError, rx.ExternalAuthProviderError)
 
 
 def worker_id() -> str:
@@ -103,10 +117,13 @@ def _run(
             precision=model.precision,
         )
         health.model_loaded()
-        _check_topics(config)
-        dedup = _dedup_store(config, me, metrics, cleanup)
+        deadline = time.monotonic() + config.operations.startup_timeout_s
+        _check_topics(config, deadline)
+        dedup = _dedup_store(config, me, metrics, health, cleanup, deadline)
+        sizes = SizeLimits(DEFAULT_LIMITS.max_message_bytes)
         producer = make_producer(
-            config.kafka, {"enable.idempotence": True, "linger.ms": 2, "client.id": me}
+            config.kafka,
+            {"enable.idempotence": True, "linger.ms": 2, "client.id": me, **sizes.producer()},
         )
         cleanup.callback(producer.flush, 10)
         publisher = KafkaPublisher(
@@ -130,6 +147,7 @@ def _run(
             batching.inference_queue_batches,
             metrics,
             device_jpeg=device_jpeg,
+            crash_guard=CrashGuard(dedup, limits.quarantine_after_crashes),
         )
         images = ImageDecoder(
             decode_threads(batching.image_decode_threads, runtime.num_threads),
@@ -145,9 +163,14 @@ def _run(
                 "client.id": me,
                 "enable.auto.commit": "false",
                 "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                **static_membership(config, worker_index),
+                **sizes.consumer(),
+                **group_membership(config, worker_index),
             },
+        )
+        dedup.check_state(
+            lambda: group_has_commits(
+                consumer, config.input_topic, max(1.0, deadline - time.monotonic())
+            )
         )
         gate = Gate(
             guarded,
@@ -202,11 +225,23 @@ def _run(
 
 
 def _dedup_store(
-    config: WorkerConfig, me: str, metrics: WorkerMetrics, cleanup: ExitStack
+    config: WorkerConfig,
+    me: str,
+    metrics: WorkerMetrics,
+    health: Health,
+    cleanup: ExitStack,
+    deadline: float,
 ) -> DedupStore:
-    """The Redis-backed dedup store, its connection closed with ``cleanup``."""
+    """The Redis-backed dedup store, its connection closed with ``cleanup``.
+
+    Unless the worker may fail open (and run without Redis), Redis must answer
+    by ``deadline``, and readiness follows whether it still does.
+    """
     settings = config.dedup
     client = cleanup.enter_context(closing(_redis_client(settings, me)))
+    if settings.redis_outage == "pause":
+        _wait_for_redis(client, config.operations.startup_timeout_s, deadline)
+        health.watch(partial(_redis_problem, client))
     dedup = DedupStore(
         client,
         namespace=config.dedup_namespace,
@@ -214,7 +249,9 @@ def _dedup_store(
         claim_ttl_ms=settings.claim_ttl_ms,
         retry=RetrySettings(),
         metrics=metrics,
+        state_loss=settings.redis_state_loss,
     )
+    health.watch(dedup.state_problem)
     try:
         dedup.ping()
     except TransientError as exc:
@@ -280,21 +317,83 @@ def _redis_client(settings: DedupSettings, name: str) -> redis.Redis:
     )
 
 
-def _check_topics(config: WorkerConfig) -> None:
-    wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
-    bootstrap = config.kafka.bootstrap
-    admin = make_admin(config.kafka)
+def _wait_for_redis(client: redis.Redis, timeout_s: float, deadline: float) -> None:
+    """PING Redis until it answers, even with a refusal; a ``StartupError`` at ``deadline``."""
+    while (error := _redis_not_reached(client)) is not None:
+        if time.monotonic() >= deadline:
+            raise StartupError(f"redis does not answer within {timeout_s:g} s: {error}") from error
+        time.sleep(_REDIS_RETRY_S)
+
+
+def _redis_not_reached(client: redis.Redis) -> rx.RedisError | None:
+    """The error of a PING that did not reach Redis; None if Redis answered (a refusal too)."""
     try:
-        existing = set(admin.list_topics(timeout=10).topics)
-    except KafkaException as exc:
-        admin.poll(0)  # log what the client saw (refused credentials, TLS errors) first
-        raise StartupError(
-            f"Kafka at {bootstrap} does not answer: {exc}; the 'kafka client error' "
-            "events before this say why"
-        ) from exc
-    missing = sorted(wanted - existing)
+        client.ping()
+    except rx.RedisError as exc:
+        unreached = isinstance(exc, (rx.ConnectionError, rx.TimeoutError))
+        if unreached and not isinstance(exc, _REDIS_REFUSALS):
+            return exc
+    return None
+
+
+def _redis_problem(client: redis.Redis) -> str | None:
+    """Readiness: why the worker cannot use Redis now (one PING), or None."""
+    try:
+        client.ping()
+    except rx.RedisError as exc:
+        return f"redis is unusable: {exc}"
+    return None
+
+
+def _check_topics(config: WorkerConfig, deadline: float) -> None:
+    wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
+    missing = sorted(wanted - _kafka_topics(config, deadline))
     if missing:
         raise StartupError(
-            f"topics {missing} do not exist on {bootstrap}; create them first "
+            f"topics {missing} do not exist on {config.kafka.bootstrap}; create them first "
             "(torchkafka topics create ...)"
         )
+
+
+def _kafka_topics(config: WorkerConfig, deadline: float) -> set[str]:
+    """The cluster's topics, asked for with more patience each time until ``deadline``.
+
+    What the client says meanwhile goes to a ``ClientReport``, not the log: a
+    broker that refuses the worker (credentials, TLS) ends the wait at once,
+    and the ``StartupError`` names the most telling thing the client said.
+    """
+    report = ClientReport()
+    admin = make_admin(config.kafka, report)
+    patience_s = min(_FIRST_ASK_S, config.operations.startup_timeout_s)
+    while True:
+        began = time.monotonic()
+        try:
+            return set(admin.list_topics(timeout=patience_s).topics)
+        except KafkaException as exc:
+            admin.poll(0)  # hands what the client said to the report
+            if report.refused or began + patience_s >= deadline:
+                raise StartupError(_kafka_failure(config, report, exc)) from exc
+        time.sleep(max(0.0, began + patience_s - time.monotonic()))
+        patience_s = min(2 * patience_s, deadline - began - patience_s)
+
+
+def _kafka_failure(config: WorkerConfig, report: ClientReport, error: KafkaException) -> str:
+    """The start-up error's text: refused, or no answer in time, and what the client said."""
+    cause = report.cause() or str(error)
+    bootstrap = config.kafka.bootstrap
+    if report.refused:
+        return f"Kafka at {bootstrap} refused the worker: {cause}"
+    timeout_s = config.operations.startup_timeout_s
+    return f"Kafka at {bootstrap} does not answer within {timeout_s:g} s: {cause}"
+
+
+def accept_dedup_loss(config: WorkerConfig) -> None:
+    """Write ``config``'s dedup state key again, after Redis lost its done-marks."""
+    with closing(_redis_client(config.dedup, "dedup-admin")) as client:
+        DedupStore(
+            client,
+            namespace=config.dedup_namespace,
+            done_ttl_s=config.dedup.dedup_ttl_s,
+            claim_ttl_ms=config.dedup.claim_ttl_ms,
+            retry=RetrySettings(),
+        ).accept_loss()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from torchkafka.worker._env import kafka_bootstrap, redis_url
-from torchkafka.worker._errors import StartupError
+from torchkafka.worker._errors import StartupError, WorkerError
 from torchkafka.worker.config import SETTINGS, Setting, load_config, load_connection
 from torchkafka.worker.ops import configure_logging
 
@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser(
         "topics",
         help="create the input, output and dead-letter topics",
-        description="Create the topics a worker needs (those that exist are left as they are).",
+        description="Create the topics a worker needs (those that exist are left as they are), "
+        "their max.message.bytes aligned with the worker's message limit (docs/worker.md).",
     )
     topics.add_argument("action", choices=["create"])
     _add_settings(topics, CONNECTION_SETTINGS)
@@ -181,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("action", choices=["build"])
     model.add_argument("--output", type=Path, required=True, help="file to write")
     _add_settings(model, SECTION_SETTINGS["model"])
+
+    dedup = commands.add_parser(
+        "dedup",
+        help="repair the Redis dedup state after Redis lost its done-marks",
+        description="accept-loss: write the dedup namespace's state key again after Redis "
+        "lost its done-marks (restarted without its data), so that workers paused by "
+        "redis_state_loss=pause go on. Ids answered before the loss may be answered again, "
+        "once each. The namespace is --dedup-namespace, or torchkafka:OUTPUT_TOPIC; takes "
+        "the same settings, file and environment variables as `run`.",
+    )
+    dedup.add_argument("action", choices=["accept-loss"])
+    _add_settings(dedup, ["output_topic", *SECTION_SETTINGS["dedup"]])
 
     _add_produce(commands)
     _add_consume(commands)
@@ -302,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _topics(parser, args)
     if args.command == "model":
         return _model_build(parser, args)
+    if args.command == "dedup":
+        return _dedup(parser, args)
     if args.command == "produce":
         return _produce(parser, args)
     if args.command == "consume":
@@ -343,15 +358,37 @@ def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     return 0
 
 
+def _dedup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    flags = _setting_flags(args, ["output_topic", *SECTION_SETTINGS["dedup"]])
+    unused = {"model": "-", "input_topic": "-", "dead_letter_topic": "-"}
+    if flags["dedup_namespace"] is not None and flags["output_topic"] is None:
+        unused["output_topic"] = "-"  # the namespace is all the command needs
+    try:
+        config = load_config(args.config, os.environ, {**flags, **unused})
+    except StartupError as exc:
+        parser.error(str(exc))
+    from torchkafka.worker.app import accept_dedup_loss
+
+    try:
+        accept_dedup_loss(config)
+    except WorkerError as exc:
+        print(f"torchkafka dedup: {exc}", file=sys.stderr)
+        return 1
+    print(f"{config.dedup_namespace}: loss accepted; workers go on")
+    return 0
+
+
 def _topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from torchkafka.topology import TopicSpec, TopologyError, admin_client, ensure_topics
+    from torchkafka.topology import TopologyError, admin_client, ensure_topics, worker_topics
 
     connection = _connection(parser, args)
-    specs = [
-        TopicSpec(args.input_topic, args.partitions, args.replication_factor),
-        TopicSpec(args.output_topic, args.partitions, args.replication_factor),
-        TopicSpec(args.dead_letter_topic, 1, args.replication_factor),
-    ]
+    specs = worker_topics(
+        args.input_topic,
+        args.output_topic,
+        args.dead_letter_topic,
+        args.partitions,
+        args.replication_factor,
+    )
     try:
         created = ensure_topics(admin_client(connection["bootstrap.servers"], connection), specs)
     except TopologyError as exc:

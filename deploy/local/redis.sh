@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Local Redis for torchkafka development: Debian's redis-server, no
-# persistence, state under the repository's .run/redis/.
+# Local Redis for torchkafka development: Debian's redis-server with an
+# append-only file, state under the repository's .run/redis/.
 #
 # Run `deploy/local/redis.sh --help` for usage.
 
@@ -28,8 +28,9 @@ usage() {
   cat <<EOF
 Usage: $PROG COMMAND
 
-Run a local Redis (Debian redis-server) on 127.0.0.1:\$REDIS_PORT without
-persistence (--save '' --appendonly no) and with --maxmemory-policy noeviction.
+Run a local Redis (Debian redis-server) on 127.0.0.1:\$REDIS_PORT with the
+settings dedup needs: an append-only file fsynced every second (a restart keeps
+the done-marks; stop --clean loses them) and --maxmemory-policy noeviction.
 
 Commands:
   start             Start redis-server in the background and wait for PONG.
@@ -107,7 +108,8 @@ launch() {
     --port "$REDIS_PORT" \
     --bind 127.0.0.1 \
     --save '' \
-    --appendonly no \
+    --appendonly yes \
+    --appendfsync everysec \
     --maxmemory-policy noeviction \
     --daemonize yes \
     --pidfile "$PID_FILE" \

@@ -26,7 +26,9 @@ from torchkafka.worker.pipeline import (
 
 @pytest.fixture
 def store(redis_client: redis.Redis, key_prefix: str) -> DedupStore:
-    return DedupStore(redis_client, f"{key_prefix}ns", 60, 10_000, RetrySettings())
+    store = DedupStore(redis_client, f"{key_prefix}ns", 60, 10_000, RetrySettings())
+    store.check_state(pipeline_has_history=lambda: False)  # a new pipeline
+    return store
 
 
 @pytest.fixture

@@ -7,13 +7,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import pytest
 import redis
 from structlog.testing import capture_logs
 
-from torchkafka.worker import TransientError, WorkerError
+from torchkafka.worker import DedupStateLost, TransientError, WorkerError
+from torchkafka.worker.config import RedisStateLoss
+from torchkafka.worker.ops import WorkerMetrics
 from torchkafka.worker.pipeline import DedupStore, RetrySettings
+from torchkafka.worker.pipeline._crash_guard import RUN_MARK_TTL_S
 
 DONE_TTL_S = 60
 FAST_RETRY = RetrySettings(max_attempts=3, initial_s=0.001, max_s=0.002, max_total_s=1.0)
@@ -28,8 +32,23 @@ def namespace(key_prefix: str) -> str:
 
 @pytest.fixture
 def make_store(redis_client: redis.Redis, namespace: str) -> StoreFactory:
-    def make(client: redis.Redis = redis_client, claim_ttl_ms: int = 10_000) -> DedupStore:
-        return DedupStore(client, namespace, DONE_TTL_S, claim_ttl_ms, FAST_RETRY)
+    def make(
+        client: redis.Redis = redis_client,
+        claim_ttl_ms: int = 10_000,
+        metrics: WorkerMetrics | None = None,
+        state_loss: RedisStateLoss = "pause",
+    ) -> DedupStore:
+        store = DedupStore(
+            client,
+            namespace,
+            DONE_TTL_S,
+            claim_ttl_ms,
+            FAST_RETRY,
+            metrics=metrics,
+            state_loss=state_loss,
+        )
+        store.check_state(pipeline_has_history=lambda: False)  # a new pipeline
+        return store
 
     return make
 
@@ -317,3 +336,156 @@ def test_empty_batches_send_nothing(make_store: StoreFactory, round_trips: Round
         store.release([], "w1")
 
     assert round_trips.count(all_empty) == 0
+
+
+def lose_everything(client: redis.Redis, namespace: str) -> None:
+    """What a Redis restarted without its data looks like to the namespace: no keys."""
+    keys = list(client.scan_iter(match=f"{namespace}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+def sample(metrics: WorkerMetrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name)
+
+
+def test_a_new_pipeline_gets_its_state_key_and_a_loss_pauses_until_accepted(
+    make_store: StoreFactory, redis_client: redis.Redis, namespace: str
+) -> None:
+    metrics = WorkerMetrics()
+    store = make_store(metrics=metrics)
+    assert redis_client.exists(f"{namespace}:state")
+    store.claim(["a"], "w1", 1)
+    store.mark_done(["a"], "w1", 1)
+    lose_everything(redis_client, namespace)
+    with capture_logs() as logs, pytest.raises(DedupStateLost, match="done-marks are gone"):
+        store.filter_done(["a"])  # "a" is not marked any more: the store must not say so
+    with pytest.raises(DedupStateLost):
+        store.claim(["a"], "w1", 1)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "redis lost its done-marks: holding all work until they are restored or "
+        "`torchkafka dedup accept-loss` is run"
+    ]
+    assert sample(metrics, "torchkafka_dedup_state_lost") == 1
+    assert sample(metrics, "torchkafka_dedup_state_losses_total") == 1  # once per loss
+    assert not redis_client.exists(f"{namespace}:claim:a")  # nothing claimed meanwhile
+
+    store.accept_loss()
+    assert store.filter_done(["a"]) == set()
+    assert store.claim(["a"], "w1", 1) == {"a"}
+    assert sample(metrics, "torchkafka_dedup_state_lost") == 0
+
+
+def test_a_restored_state_key_resumes_the_work(
+    make_store: StoreFactory, redis_client: redis.Redis, namespace: str
+) -> None:
+    store = make_store()
+    saved = redis_client.get(f"{namespace}:state")
+    assert saved is not None
+    lose_everything(redis_client, namespace)
+    with pytest.raises(DedupStateLost):
+        store.filter_done(["a"])
+    redis_client.set(f"{namespace}:state", saved)  # a restore from a snapshot
+    assert store.filter_done(["a"]) == set()
+
+
+def test_continue_writes_the_state_again_and_goes_on_counting_the_loss(
+    make_store: StoreFactory, redis_client: redis.Redis, namespace: str
+) -> None:
+    metrics = WorkerMetrics()
+    store = make_store(metrics=metrics, state_loss="continue")
+    lose_everything(redis_client, namespace)
+    with capture_logs() as logs:
+        assert store.claim(["a"], "w1", 1) == {"a"}
+    assert redis_client.exists(f"{namespace}:state")
+    assert any("continuing" in e["event"] for e in logs if e["log_level"] == "error")
+    assert sample(metrics, "torchkafka_dedup_state_losses_total") == 1
+    assert sample(metrics, "torchkafka_dedup_state_lost") == 0
+
+
+def test_a_start_without_the_state_key_is_a_loss_only_for_a_pipeline_with_history(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    metrics = WorkerMetrics()
+    store = DedupStore(redis_client, namespace, DONE_TTL_S, 10_000, FAST_RETRY, metrics=metrics)
+    store.check_state(pipeline_has_history=lambda: True)  # committed offsets, no marks: lost
+    assert not redis_client.exists(f"{namespace}:state")
+    assert sample(metrics, "torchkafka_dedup_state_lost") == 1
+    with pytest.raises(DedupStateLost):
+        store.filter_done(["a"])
+    store.accept_loss()
+    store.check_state(pipeline_has_history=lambda: True)
+    assert store.filter_done(["a"]) == set()
+
+
+# --- the crash-loop guard's run log -------------------------------------------------------
+
+A = ("requests", 0, 11)
+B = ("requests", 3, 7)
+C = ("requests", 0, 12)
+
+
+def marks(client: redis.Redis, store: DedupStore, place: tuple[str, int, int]) -> set[bytes]:
+    return set(cast("list[bytes]", client.hkeys(store.running_key(place))))
+
+
+def test_run_marks_live_under_the_namespace_by_topic_partition_and_offset(
+    store: DedupStore, namespace: str
+) -> None:
+    assert (
+        store.running_key(("requests", 3, 1234)) == f"{namespace}:running:requests:3:1234".encode()
+    )
+
+
+def test_mark_running_counts_the_other_runs_and_marks_only_an_all_clean_batch(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    assert store.mark_running("run-1", [A, B], [], suspect=False) == [0, 0]
+    assert redis_client.hgetall(store.running_key(A)) == {b"run-1": b"1"}
+    assert 3590 < redis_client.ttl(store.running_key(A)) <= RUN_MARK_TTL_S
+    assert store.mark_running("run-1", [A, B], [], suspect=False) == [0, 0], "its own: a retry"
+    # run-1 died running A and B; run-2 screens A with a new record C
+    assert store.mark_running("run-2", [A, C], [], suspect=False) == [1, 0]
+    assert marks(redis_client, store, A) == {b"run-1"}, "not all clean: nothing marked"
+    assert not redis_client.exists(store.running_key(C))
+    assert store.mark_running("run-2", [A], [], suspect=True) == [1], "A runs alone"
+    assert marks(redis_client, store, A) == {b"run-1", b"run-2"}
+    assert store.mark_running("run-3", [A, B, C], [], suspect=False) == [2, 1, 0]
+
+
+def test_mark_running_first_deletes_every_mark_of_the_finished_places(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    store.mark_running("run-1", [A, B], [], suspect=False)
+    store.mark_running("run-2", [A], [], suspect=True)
+    assert store.mark_running("run-2", [B], [A], suspect=False) == [1]
+    assert not redis_client.exists(store.running_key(A))
+    assert store.mark_running("run-2", [], [B], suspect=False) == []  # finished places only
+    assert not redis_client.exists(store.running_key(B))
+
+
+def test_forget_run_removes_that_runs_marks_and_the_finished_places(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    store.mark_running("run-1", [A], [], suspect=False)
+    store.mark_running("run-2", [A], [], suspect=True)
+    store.mark_running("run-2", [B], [], suspect=False)
+    store.mark_running("run-2", [C], [], suspect=False)
+    store.forget_run("run-2", [A, C], [B])
+    assert marks(redis_client, store, A) == {b"run-1"}
+    assert not redis_client.exists(store.running_key(B), store.running_key(C))
+
+
+def test_each_run_log_call_is_one_round_trip_and_an_empty_one_none(
+    make_store: StoreFactory, round_trips: RoundTrips
+) -> None:
+    store = make_store(round_trips.client)
+    store.mark_running("warm-up", [A], [], suspect=False)  # may load the scripts
+    store.forget_run("warm-up", [A], [])
+    places = [("requests", 0, n) for n in range(32)]
+    finished = [("requests", 1, n) for n in range(32)]
+    assert round_trips.count(lambda: store.mark_running("r", places, finished, False)) == 1
+    assert round_trips.count(lambda: store.mark_running("r", places[:1], [], True)) == 1
+    assert round_trips.count(lambda: store.forget_run("r", places, finished)) == 1
+    assert round_trips.count(lambda: store.mark_running("r", [], [], False)) == 0
+    assert round_trips.count(lambda: store.forget_run("r", [], [])) == 0

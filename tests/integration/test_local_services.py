@@ -55,7 +55,8 @@ def test_redis_script_is_idempotent_and_configures_no_eviction(isolated: dict[st
         client = redis.Redis(port=int(env["REDIS_PORT"]))
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.config_get("save") == {"save": ""}
-        assert client.config_get("appendonly") == {"appendonly": "no"}
+        assert client.config_get("appendonly") == {"appendonly": "yes"}  # marks survive restarts
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
         client.close()
     finally:
         stopped = script("redis.sh", "stop", env=env)

@@ -9,24 +9,16 @@ committed offsets reach the end of the input, and nothing is dead-lettered.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from structlog.testing import capture_logs
 
@@ -36,47 +28,32 @@ from tests.integration.helpers import (
     Topics,
     committed_equals_end,
     config_for,
+    free_port,
     produce,
     request_value,
+    run_cli,
+)
+from tests.integration.streams import (
+    PARTITIONS,
+    ROOT,
+    SETTLE_S,
+    TopicReader,
+    WorkerProcess,
+    readiness,
+    request,
+    requests,
+    wait_until,
 )
 from torchkafka.codecs import decode_result
 from torchkafka.worker import app
 
-ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy" / "local"
 SLOW_MODEL = "python:tests.support.worker_models:slow_linear"
 VERY_SLOW_MODEL = "python:tests.support.worker_models:very_slow_linear"
-PARTITIONS = 4
-#: After the expected results are in, how long to keep reading for an extra one.
-SETTLE_S = 2.0
 #: How long Redis stays away: longer than the worker's retries of one call.
 OUTAGE_S = 4.0
 #: A bound on a paced stream, which the test ends long before (at 100/s: 5 minutes).
 MAX_PACED = 30_000
-
-
-def request(prefix: str, n: int) -> tuple[bytes, bytes]:
-    """The (key, value) of request PREFIX-n."""
-    return f"{prefix}-{n}".encode(), request_value(f"{prefix}-{n}", torch.full((4,), float(n)))
-
-
-def requests(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
-    """``count`` (key, value) requests with ids PREFIX-0, PREFIX-1, ..."""
-    return [request(prefix, n) for n in range(count)]
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    details: Callable[[], str] = str,
-) -> None:
-    """Poll ``condition`` every 0.2 s; fail with ``what`` and ``details()`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{details()}")
-        time.sleep(0.2)
 
 
 def wait_for_commits_at_end(
@@ -97,57 +74,6 @@ def assert_no_id_answered_twice(
     """Every id on the result topic at most once."""
     twice = sorted(i for i, n in results.ids().items() if n > 1)
     assert not twice, f"{len(twice)} {what}: {twice[:5]}"
-
-
-class TopicReader:
-    """Reads a whole topic from its beginning, without joining a group, and keeps it."""
-
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex}",  # never joined or committed
-                "enable.auto.commit": False,
-            }
-        )
-        self._consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
-        )
-        self.messages: list[Message] = []
-
-    def poll(self, duration_s: float = 0.2) -> list[Message]:
-        """Read what arrives within ``duration_s``; everything read so far."""
-        deadline = time.monotonic() + duration_s
-        while True:
-            timeout = max(0.0, deadline - time.monotonic())
-            self.messages += [
-                m for m in self._consumer.consume(500, timeout=timeout) if m.error() is None
-            ]
-            if timeout == 0.0:
-                return self.messages
-
-    def wait_for(
-        self, count: int, timeout_s: float, details: Callable[[], str] = str
-    ) -> list[Message]:
-        """Read until ``count`` messages (failing after ``timeout_s``), then SETTLE_S more."""
-        wait_until(
-            lambda: len(self.poll()) >= count,
-            timeout_s,
-            f"{count} messages",
-            lambda: f"{len(self.messages)} read\n{details()}",
-        )
-        return self.poll(SETTLE_S)
-
-    def ids(self) -> Counter[str]:
-        """How many results were read per request id."""
-        return Counter(decode_result(m.value() or b"").id for m in self.messages)
-
-    def workers(self) -> set[str]:
-        """The workers the results read so far came from (``poll`` reads more)."""
-        return {decode_result(m.value() or b"").worker for m in self.messages}
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 @pytest.fixture
@@ -249,7 +175,7 @@ def test_redis_stopped_mid_stream_and_restarted_loses_and_repeats_nothing(
             retries = [e for e in logs[logs_at_stop:] if e["event"] == "redis retry"]
             assert retries, "no redis retry was logged during the outage"
 
-            private_redis.start()  # empty: the done-marks written before the outage are gone
+            private_redis.start()  # with its data (append-only file): the done-marks are back
             results.wait_for(len(before) + len(during), timeout_s=90)
             wait_for_commits_at_end(kafka_bootstrap, config.group_id, topics.input)
         finally:
@@ -352,62 +278,32 @@ def test_fail_open_keeps_answering_and_committing_while_redis_is_away(
     assert results.ids() == Counter(key.decode() for key, _ in stream)
 
 
+def test_an_idle_worker_is_not_ready_while_redis_is_away(
+    kafka_bootstrap: str, topics: Topics, private_redis: PrivateRedis
+) -> None:
+    """Readiness follows Redis before any record arrives (no pause tells it then)."""
+    port = free_port()
+    config = config_for(
+        topics, kafka_bootstrap, private_redis.url, metrics_host="127.0.0.1", metrics_port=port
+    )
+    worker = RunningWorker(config)
+    try:
+        wait_until(lambda: readiness(port) == (200, "ready\n"), 60, "the worker to be ready")
+        private_redis.stop()
+        wait_until(
+            lambda: readiness(port)[0] == 503,
+            10,
+            "readiness to see Redis away",
+            lambda: str(readiness(port)),
+        )
+        assert readiness(port)[1].startswith("redis is unusable: "), readiness(port)
+        private_redis.start()
+        wait_until(lambda: readiness(port) == (200, "ready\n"), 10, "readiness to see Redis back")
+    finally:
+        worker.close()
+
+
 # --- worker processes -----------------------------------------------------------------------
-
-
-class WorkerProcess:
-    """``torchkafka run`` as a child process (its own session), JSON logs to a file."""
-
-    def __init__(self, log_path: Path, args: list[str]) -> None:
-        self.log_path = log_path
-        command = [sys.executable, "-m", "torchkafka.worker.cli", "--log-format", "json", "run"]
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        with log_path.open("w") as log_file:
-            self.process = subprocess.Popen(
-                [*command, *args],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": path},  # the models of tests/integration
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # teardown can kill its whole process group
-            )
-
-    def terminate_and_wait(self, timeout_s: float) -> int:
-        """SIGTERM, then its exit code (failing if it takes longer than ``timeout_s``)."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"no exit within {timeout_s} s of SIGTERM\n{self.log_tail()}")
-
-    def assert_running(self) -> None:
-        assert self.process.poll() is None, f"worker exited early\n{self.log_tail()}"
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The JSON log events called ``name``."""
-        found = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == name:
-                found.append(event)
-        return found
-
-    @property
-    def worker_id(self) -> str:
-        """Its name in results (``worker_id()`` of the child process)."""
-        return f"{socket.gethostname()}/{self.process.pid}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL its process group (it and any workers it started), if still there."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
 
 
 @pytest.fixture
@@ -479,16 +375,22 @@ def assignments(admin: AdminClient, group: str, topic: str) -> list[set[int]]:
     ]
 
 
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_two_workers_of_one_group_answer_every_id_once_and_stop_cleanly(
     kafka_bootstrap: str,
     kafka_admin: AdminClient,
     topics: Topics,
     spawn_worker: Callable[..., WorkerProcess],
     open_reader: Callable[..., TopicReader],
+    protocol: str,
 ) -> None:
-    """`run --workers 2` shares the partitions, answers each id once, stops on SIGTERM."""
+    """`run --workers 2` shares the partitions, answers each id once, stops on SIGTERM.
+
+    With either group protocol: the classic one, or KIP-848's (the broker assigns).
+    """
     group = f"tk-test-{uuid.uuid4().hex[:8]}"
-    supervisor = spawn_worker(group, "--workers", "2")  # `run --workers 2`: the supervisor
+    # `run --workers 2`: the supervisor
+    supervisor = spawn_worker(group, "--workers", "2", "--group-protocol", protocol)
     wait_until(
         lambda: sorted(map(len, assignments(kafka_admin, group, topics.input))) == [2, 2],
         90,
@@ -698,3 +600,58 @@ def test_a_batch_slower_than_the_claim_lease_keeps_its_ids_from_another_worker(
     assert_no_id_answered_twice(results, "ids ran on both workers")
     assert results.ids() == Counter(key.decode() for key, _ in stream)
     assert not [e for e in logs if e["event"].startswith("claims lost")]
+
+
+def test_a_redis_restarted_empty_holds_the_work_until_the_loss_is_accepted(
+    kafka_bootstrap: str,
+    topics: Topics,
+    private_redis: PrivateRedis,
+    open_reader: Callable[..., TopicReader],
+) -> None:
+    """Ids answered before the loss are not answered again behind the operator's back.
+
+    Seen by a running worker, and by one that starts against the empty Redis
+    while its group has committed offsets; each waits for `dedup accept-loss`.
+    """
+    port = free_port()
+    config = config_for(
+        topics, kafka_bootstrap, private_redis.url, metrics_host="127.0.0.1", metrics_port=port
+    )
+    results = open_reader(topics.output)
+    accept = ("dedup", "accept-loss", "--output-topic", topics.output)
+
+    def lose_redis_and_resend(key: bytes) -> None:
+        private_redis.stop(clean=True)
+        private_redis.start()  # without the done-marks, and without the state key
+        produce(kafka_bootstrap, topics.input, [(key, request_value(key.decode(), torch.ones(4)))])
+
+    def held() -> None:
+        wait_until(lambda: readiness(port)[0] == 503, 30, "readiness to see the loss")
+        results.poll(3.0)
+        assert "lost its done-marks" in readiness(port)[1], readiness(port)
+
+    worker = RunningWorker(config)
+    try:
+        produce(kafka_bootstrap, topics.input, requests("r", 3))
+        results.wait_for(3, timeout_s=60)
+        wait_for_commits_at_end(kafka_bootstrap, config.group_id, topics.input)
+        lose_redis_and_resend(b"r-0")
+        held()
+        assert results.ids() == Counter({"r-0": 1, "r-1": 1, "r-2": 1})
+        assert run_cli(*accept, env={"REDIS_URL": private_redis.url}).returncode == 0
+        results.wait_for(4, timeout_s=30)
+    finally:
+        worker.close()
+    assert worker.error is None
+
+    wait_for_commits_at_end(kafka_bootstrap, config.group_id, topics.input)
+    lose_redis_and_resend(b"r-1")
+    worker = RunningWorker(config)  # the group has committed offsets: a loss, not a new pipeline
+    try:
+        held()
+        assert run_cli(*accept, env={"REDIS_URL": private_redis.url}).returncode == 0
+        results.wait_for(5, timeout_s=30)
+    finally:
+        worker.close()
+    # Answered again once each, after the loss was accepted.
+    assert results.ids() == Counter({"r-0": 2, "r-1": 2, "r-2": 1})

@@ -93,7 +93,8 @@ def test_the_endpoints_report_the_work_done_and_close_on_stop(
 ) -> None:
     worker, topics, base = worker_with_endpoints
     wait_for(lambda: ready(base), "readiness")
-    assert get(f"{base}/healthz") == (200, "ok\n")
+    # Joined (ready) comes within the loop's first iteration, alive at its end.
+    wait_for(lambda: get(f"{base}/healthz") == (200, "ok\n"), "liveness")
 
     rows = {f"m-{i}": torch.randn(4) for i in range(30)}
     bad = [case for case in malformed_corpus() if case.name in MALFORMED]

@@ -102,6 +102,17 @@ class FakeConsumer:
                 FakeMessage(topic, partition, offset, value, b"k", _headers_error=headers_error)
             )
 
+    def add_unreadable(self, topic: str, partition: int, count: int) -> None:
+        """Append a batch of ``count`` records that cannot be read: as librdkafka does, each
+        consume from inside it reports (twice) an error at its first offset instead."""
+        records = self._records.setdefault((topic, partition), [])
+        error = KafkaError(KafkaError._BAD_COMPRESSION, "Decompression failed")
+        report = FakeMessage(topic, partition, len(records), None, _error=error)
+        records.extend([report] * count)
+
+    def seek(self, partition: TopicPartition) -> None:
+        self._position[(partition.topic, partition.partition)] = partition.offset
+
     def rebalance(self, kind: str, keys: Iterable[Key]) -> None:
         """Run ``on_assign``, ``on_revoke`` or ``on_lost`` for ``keys`` in the next consume."""
         assert kind in {"assign", "revoke", "lost"}, kind
@@ -145,8 +156,14 @@ class FakeConsumer:
             records = self._records.get(key, [])
             position = self._position.get(key, self._committed_or_zero(key))
             take = records[position : position + num_messages - len(out)]
+            unreadable = next((i for i, m in enumerate(take) if m.error() is not None), None)
+            if unreadable is not None:  # the records before it, then its report, twice
+                take = take[:unreadable] + [take[unreadable]] * 2
+                unreadable_reports = 2
+            else:
+                unreadable_reports = 0
             out += take
-            self._position[key] = position + len(take)
+            self._position[key] = position + len(take) - unreadable_reports
         return out
 
     def commit(

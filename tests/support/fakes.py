@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from time import monotonic as now
 
 from torchkafka.codecs import Result, decode_result
-from torchkafka.worker import DeliveryFailed, TransientError
-from torchkafka.worker.pipeline import Delivery, Outcome, Record
+from torchkafka.worker import DedupStateLost, DeliveryFailed, TransientError
+from torchkafka.worker.pipeline import Delivery, Outcome, Place, Record
 
 
 class MemoryOutbox:
@@ -75,13 +75,21 @@ class MemoryOutbox:
 
 
 class MemoryDedup:
-    """A ``Dedup`` in a dict: done ids, claims by owner; ``down`` makes every call fail."""
+    """A ``Dedup`` in a dict: done ids, claims by owner; also a ``RunLog``.
+
+    ``down`` makes every call fail as an outage; ``state_lost`` as a Redis that
+    lost its done-marks (under the ``pause`` policy). ``runs`` holds the run
+    ids that marked each place; ``run_log_calls`` counts the ``RunLog`` calls.
+    """
 
     def __init__(self) -> None:
         self.done: set[str] = set()
         self.claims: dict[str, str] = {}
         self.released: list[str] = []
         self.down = False
+        self.state_lost = False
+        self.runs: dict[Place, set[str]] = {}
+        self.run_log_calls = 0
 
     def filter_done(self, ids: Sequence[str]) -> set[str]:
         self._check()
@@ -110,6 +118,32 @@ class MemoryDedup:
                 del self.claims[i]
                 self.released.append(i)
 
-    def _check(self) -> None:
+    def mark_running(
+        self, run_id: str, places: Sequence[Place], finished: Sequence[Place], suspect: bool
+    ) -> list[int]:
+        self._run_log_call(finished)
+        counts = [len(self.runs.get(place, set()) - {run_id}) for place in places]
+        if suspect or not any(counts):
+            for place in places:
+                self.runs.setdefault(place, set()).add(run_id)
+        return counts
+
+    def forget_run(self, run_id: str, running: Sequence[Place], finished: Sequence[Place]) -> None:
+        self._run_log_call(finished)
+        for place in running:
+            self.runs.get(place, set()).discard(run_id)
+
+    def _run_log_call(self, finished: Sequence[Place]) -> None:
+        self.run_log_calls += 1
+        self._check_up()
+        for place in finished:
+            self.runs.pop(place, None)
+
+    def _check_up(self) -> None:
         if self.down:
             raise TransientError("redis is away (test)")
+
+    def _check(self) -> None:
+        self._check_up()
+        if self.state_lost:
+            raise DedupStateLost("redis lost its done-marks (test)")

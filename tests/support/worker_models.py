@@ -1,5 +1,6 @@
 """Models for the worker's integration tests (loaded through python:MODULE:FACTORY)."""
 
+import os
 import time
 
 import torch
@@ -28,6 +29,21 @@ class PoisonSensitiveLinear(nn.Module):
 
 def poison_sensitive_linear() -> nn.Module:
     return PoisonSensitiveLinear()
+
+
+class CrashesOnPoison(PoisonSensitiveLinear):
+    """The same linear layer; on a row whose first value is POISON the process dies at once
+    (``os._exit``: no exception, no cleanup, as after a segfault or an OOM kill)."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if bool((batch[:, 0] == POISON).any()):
+            os._exit(1)
+        output: torch.Tensor = self.linear(batch)
+        return output
+
+
+def crashes_on_poison() -> nn.Module:
+    return CrashesOnPoison()
 
 
 #: How long SlowLinear sleeps per batch: a stream of a few hundred requests then

@@ -22,9 +22,10 @@ from torchkafka.worker.config._sections import (
     OperationsSettings,
     Precision,
     RedisOutage,
+    RedisStateLoss,
     Timeouts,
     WorkerConfig,
-    static_membership,
+    group_membership,
 )
 
 __all__ = [
@@ -39,13 +40,14 @@ __all__ = [
     "OperationsSettings",
     "Precision",
     "RedisOutage",
+    "RedisStateLoss",
     "Secret",
     "Setting",
     "Timeouts",
     "WorkerConfig",
     "build_config",
+    "group_membership",
     "load_config",
     "load_connection",
     "mask_url",
-    "static_membership",
 ]

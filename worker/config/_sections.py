@@ -20,6 +20,10 @@ from torchkafka.worker._errors import StartupError
 from torchkafka.worker.config._secret import Secret, mask_url
 
 RedisOutage = Literal["pause", "fail-open"]
+#: What a worker does when Redis has lost its done-marks (restarted empty, flushed).
+RedisStateLoss = Literal["pause", "continue"]
+#: The consumer group protocol: the classic one, or KIP-848's (Kafka 4.0 and later).
+GroupProtocol = Literal["classic", "consumer"]
 Backend = Literal["eager", "torchscript", "compile", "tensorrt", "int8"]
 Precision = Literal["fp32", "fp16", "bf16"]
 SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
@@ -232,6 +236,11 @@ class DedupSettings:
     dedup_ttl_s: int = setting("how long a done id is remembered", 7 * 24 * 3600)
     claim_ttl_ms: int = setting("lease of a worker's claim on an id in progress", 60_000)
     redis_outage: RedisOutage = setting("pause, or fail-open (run without dedup)", "pause")
+    redis_state_loss: RedisStateLoss = setting(
+        "when Redis lost its done-marks (restarted empty): pause until `torchkafka dedup "
+        "accept-loss` or a restore, or continue (ids answered before may be answered again)",
+        "pause",
+    )
     shutdown_redis_wait_s: float = setting(
         "on shutdown, how long to wait for Redis to take the done-marks of delivered results "
         "before committing without them",
@@ -250,14 +259,21 @@ class DedupSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterSettings:
-    """When dead letters stop the worker instead of draining a stream after a bad deploy."""
+    """When dead letters stop the worker instead of draining a stream after a bad deploy,
+    and when a record that kills the worker is dead-lettered instead of run again."""
 
     dead_letter_max_ratio: float = setting("stop when more of the window is dead-lettered", 0.5)
     dead_letter_window: int = setting("messages the ratio is measured over", 1000)
     dead_letter_max_consecutive: int = setting("stop after this many dead letters in a row", 100)
+    quarantine_after_crashes: int = setting(
+        "dead-letter a record (quarantined) once this many worker processes died while "
+        "running it, instead of running it again; 0 turns the crash-loop guard off",
+        2,
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "dead_letter_window", "dead_letter_max_consecutive")
+        _not_negative(self, "quarantine_after_crashes")
         if not 0 < self.dead_letter_max_ratio <= 1:
             raise StartupError(
                 f"dead_letter_max_ratio must be in (0, 1], got {self.dead_letter_max_ratio}"
@@ -281,10 +297,17 @@ class OperationsSettings:
         "grace and the liveness probe's patience are derived from it",
         30.0,
     )
+    startup_timeout_s: float = setting(
+        "longest start-up waits, once the model is loaded, for Kafka and Redis to answer; "
+        "past it the worker exits with a start-up error (exit code 2)",
+        30.0,
+    )
 
     def __post_init__(self) -> None:
         if not self.shutdown_timeout_s > 0:
             raise StartupError(f"shutdown_timeout_s must be > 0, got {self.shutdown_timeout_s}")
+        if not self.startup_timeout_s > 0:
+            raise StartupError(f"startup_timeout_s must be > 0, got {self.startup_timeout_s}")
 
 
 #: The sections of ``WorkerConfig``: attribute name -> section type.
@@ -313,6 +336,12 @@ class WorkerConfig:
         "static group membership: worker i of --workers joins as ID-i, so a restart within "
         "session.timeout.ms keeps its partitions",
         None,
+    )
+    group_protocol: GroupProtocol = setting(
+        "classic (client-side cooperative-sticky assignment), or consumer (KIP-848: the "
+        "broker assigns, and a member joining or leaving moves only its own partitions; "
+        "Kafka 4.0+; session.timeout.ms is then the broker's group.consumer.session.timeout.ms)",
+        "classic",
     )
     workers: int = setting("worker processes in this group, started by `run`", 1)
     kafka: KafkaConnection = section(KafkaConnection)
@@ -365,11 +394,17 @@ class Timeouts:
         return cls(drain_s, redis_wait_s, grace, grace + cls.MARGIN_S)
 
 
-def static_membership(config: WorkerConfig, worker_index: int) -> dict[str, str]:
-    """The consumer's ``group.instance.id`` for worker ``worker_index``, when configured."""
-    if config.group_instance_id is None:
-        return {}
-    return {"group.instance.id": f"{config.group_instance_id}-{worker_index}"}
+def group_membership(config: WorkerConfig, worker_index: int) -> dict[str, str]:
+    """The consumer's group protocol and, when configured, worker ``worker_index``'s
+    ``group.instance.id``."""
+    membership = (
+        {"group.protocol": "consumer"}
+        if config.group_protocol == "consumer"
+        else {"partition.assignment.strategy": "cooperative-sticky"}
+    )
+    if config.group_instance_id is not None:
+        membership["group.instance.id"] = f"{config.group_instance_id}-{worker_index}"
+    return membership
 
 
 def setting_name(f: dataclasses.Field[Any]) -> str:

@@ -4,7 +4,12 @@
 rebalances; ``KafkaPublisher`` implements the pipeline's ``Publisher``.
 """
 
-from torchkafka.worker.kafka._clients import make_admin, make_consumer, make_producer
+from torchkafka.worker.kafka._clients import (
+    ClientReport,
+    make_admin,
+    make_consumer,
+    make_producer,
+)
 from torchkafka.worker.kafka._commits import CommitResults
 from torchkafka.worker.kafka._consumer import (
     assign_paused,
@@ -12,15 +17,18 @@ from torchkafka.worker.kafka._consumer import (
     record_from_message,
     topic_partitions,
 )
+from torchkafka.worker.kafka._group import group_has_commits
 from torchkafka.worker.kafka._loop import LoopTimings, WorkerLoop
 from torchkafka.worker.kafka._publisher import KafkaPublisher
 
 __all__ = [
+    "ClientReport",
     "CommitResults",
     "KafkaPublisher",
     "LoopTimings",
     "WorkerLoop",
     "assign_paused",
+    "group_has_commits",
     "is_record",
     "make_admin",
     "make_consumer",

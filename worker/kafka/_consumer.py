@@ -49,10 +49,67 @@ def record_from_message(message: Message, received_s: float) -> Record:
     )
 
 
+#: Errors librdkafka reports in place of the records of a batch it cannot read (one whose
+#: data does not decompress: corrupt, or zstd inflating past receive.message.max.bytes).
+#: It reports one at the batch's first offset, and again at every fetch from inside it.
+_UNREADABLE = frozenset({KafkaError._BAD_COMPRESSION, KafkaError._BAD_MSG})
+
+
+class RecordReader:
+    """Records out of consumed messages; an unreadable one becomes a record without a value.
+
+    librdkafka does not move past a batch it cannot read: each fetch from
+    inside it reports the error again, at the batch's first offset. So each
+    report stands for the first offset not read yet (the larger of that offset
+    and the consumer's position), and the consumer seeks past it. A batch of n
+    records takes n reports, each its own dead letter; repeats of one report
+    within a poll (fetched before the seek) are dropped.
+    """
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def records(self, messages: Iterable[Message], received_s: float) -> list[Record]:
+        """The records among ``messages``; raises on a fatal consumer error."""
+        records = []
+        reported: set[tuple[str | None, int | None, int | None]] = set()
+        for message in messages:
+            if not is_record(message):
+                continue
+            error = message.error()
+            report = (message.topic(), message.partition(), message.offset())
+            if error is None:
+                records.append(record_from_message(message, received_s))
+            elif report not in reported:
+                reported.add(report)
+                records.append(self._unreadable(message, error, received_s))
+        return records
+
+    def _unreadable(self, message: Message, error: KafkaError, received_s: float) -> Record:
+        topic, partition, reported = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or reported is None:
+            raise KafkaException(error)
+        (position,) = self._consumer.position([TopicPartition(topic, partition)])
+        offset = max(reported, position.offset)
+        self._consumer.seek(TopicPartition(topic, partition, offset + 1))
+        return Record(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None,
+            value=b"",
+            headers=[],
+            received_s=received_s,
+            unreadable=error.str(),
+        )
+
+
 def is_record(message: Message) -> bool:
-    """True for a record; False for a skippable event; raises on a fatal consumer error."""
+    """True for a record, readable or not; False for a skippable event; raises on a fatal
+    consumer error."""
     error = message.error()
-    if error is None:
+    offset = message.offset()
+    if error is None or (error.code() in _UNREADABLE and offset is not None and offset >= 0):
         return True
     if error.code() == KafkaError._PARTITION_EOF:
         return False

@@ -23,12 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from torchkafka.worker._errors import WorkerError
 from torchkafka.worker.kafka._commits import CommitResults
-from torchkafka.worker.kafka._consumer import (
-    assign_paused,
-    is_record,
-    record_from_message,
-    topic_partitions,
-)
+from torchkafka.worker.kafka._consumer import RecordReader, assign_paused, topic_partitions
 from torchkafka.worker.ops import Health, RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline import (
     Admission,
@@ -94,6 +89,7 @@ class WorkerLoop:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
+        self._reader = RecordReader(consumer)
         self._input_topic = input_topic
         self._gate = gate
         self._settlement = settlement
@@ -154,7 +150,7 @@ class WorkerLoop:
             self._inference.wait_for_room(self._timings.backlog_wait_s)
         messages = self._consumer.consume(self._intake_limit(), self._poll_timeout())
         now = self._clock()
-        records = [record_from_message(m, now) for m in messages if is_record(m)]
+        records = self._reader.records(messages, now)
         self._metrics.consumed(len(records))
         self._settlement.track(records)
         if records:

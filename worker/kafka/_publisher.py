@@ -55,7 +55,14 @@ class KafkaPublisher:
             self.dead_letter(record, WorkerReason.RESULT_TOO_LARGE, detail, request_id)
 
         self._produce(
-            self._output_topic, record, request_id, Outcome.RESULT, value, None, too_large
+            self._output_topic,
+            record,
+            request_id,
+            Outcome.RESULT,
+            value,
+            None,
+            too_large,
+            record.key,
         )
 
     def dead_letter(
@@ -68,12 +75,19 @@ class KafkaPublisher:
     ) -> None:
         """Publish ``record`` unchanged to the dead-letter topic, with why and where.
 
-        An input over the dead-letter topic's size limit goes without its value,
-        the error saying so.
+        A dead letter over a size limit goes again without the input's value,
+        then, if still over, without its key and headers as well; the error
+        says what was left out.
         """
         self._metrics.dead_lettered(reason)
 
-        def send(value: bytes | None, detail: str, on_too_large: TooLarge | None) -> None:
+        def send(
+            key: bytes | None,
+            value: bytes | None,
+            original: list[tuple[str, str | bytes | None]],
+            detail: str,
+            on_too_large: TooLarge | None,
+        ) -> None:
             info = DeadLetterInfo(
                 reason=reason,
                 error=detail,
@@ -84,17 +98,31 @@ class KafkaPublisher:
                 worker=self._worker_id,
                 time_ms=int(time.time() * 1000),
             )
-            headers = dead_letter_headers(record.headers, info)
-            topic = self._dead_letter_topic
+            headers = dead_letter_headers(original, info)
             self._produce(
-                topic, record, request_id, Outcome.DEAD_LETTER, value, headers, on_too_large
+                self._dead_letter_topic,
+                record,
+                request_id,
+                Outcome.DEAD_LETTER,
+                value,
+                headers,
+                on_too_large,
+                key,
             )
 
-        def without_value(limit: KafkaError) -> None:
-            size = len(record.value)
-            send(None, f"{error} (the value, {size} bytes, is left out: {limit.str()})", None)
+        value = f"the value, {len(record.value)} bytes"
 
-        send(record.value, error, without_value)
+        def bare(limit: KafkaError) -> None:
+            key = f"the key, {len(record.key or b'')} bytes"
+            headers = f"the headers, {_header_bytes(record.headers)} bytes"
+            detail = f"{error} ({value}, {key}, and {headers}, are left out: {limit.str()})"
+            send(None, None, [], detail, None)
+
+        def without_value(limit: KafkaError) -> None:
+            detail = f"{error} ({value}, is left out: {limit.str()})"
+            send(record.key, None, record.headers, detail, bare)
+
+        send(record.key, record.value, record.headers, error, without_value)
 
     def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
         """Serve delivery callbacks for up to ``timeout_s``; return every finished delivery."""
@@ -121,6 +149,7 @@ class KafkaPublisher:
         value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None,
         too_large: TooLarge | None,
+        key: bytes | None,
     ) -> None:
         """Produce, waiting out a full queue; ``too_large`` handles a size refusal.
 
@@ -141,7 +170,7 @@ class KafkaPublisher:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=record.key, headers=headers, on_delivery=on_delivery
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
                 )
                 return
             except BufferError:
@@ -154,6 +183,10 @@ class KafkaPublisher:
                     raise
                 too_large(error)
                 return
+
+
+def _header_bytes(headers: list[tuple[str, str | bytes | None]]) -> int:
+    return sum(len(name.encode()) + len(value or b"") for name, value in headers)
 
 
 def _too_large(error: KafkaError) -> bool:

@@ -6,9 +6,10 @@ iterations and the inference thread finishes the batches it holds; 503
 before the loop's first iteration, and when either made no progress for the
 liveness timeout (derived from the stopping budget). ``/readyz``: 200 once
 the model is loaded and the consumer has joined its group, 503 before that,
-while the worker is paused because Redis is away, and once shutdown has begun.
-The loop and the composition root only store timestamps and flags; requests
-never touch the loop.
+while the worker is paused because Redis is away or a watched dependency is
+unusable (a check run by a request, at most every ``PROBE_INTERVAL_S``), and
+once shutdown has begun. The loop and the composition root only store
+timestamps and flags; requests never touch the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 #: The default liveness timeout (the worker derives its own from the stopping budget).
 LIVENESS_TIMEOUT_S = 60.0
+#: How often, at most, readiness runs a watched dependency's check.
+PROBE_INTERVAL_S = 2.0
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -49,6 +52,7 @@ class Health:
         self._joined = False
         self._stalled_for: Callable[[float], float] = lambda _now: 0.0
         self._redis_away = False
+        self._probes: list[_Probe] = []
 
     def beat(self) -> None:
         """The polling loop completed an iteration."""
@@ -61,6 +65,10 @@ class Health:
     def redis_away(self, away: bool) -> None:
         """Whether the loop is paused because Redis does not answer."""
         self._redis_away = away
+
+    def watch(self, problem: Callable[[], str | None]) -> None:
+        """Not ready while ``problem()``, run at most every ``PROBE_INTERVAL_S``, names one."""
+        self._probes.append(_Probe(problem, self._clock))
 
     def model_loaded(self) -> None:
         """The model is loaded and ready to run."""
@@ -91,9 +99,37 @@ class Health:
             return False, "loading the model"
         if not self._joined:
             return False, "joining the consumer group"
+        for probe in self._probes:  # first: they name the cause of a pause, if any
+            problem = probe.problem()
+            if problem is not None:
+                return False, problem
         if self._redis_away:
             return False, "paused: redis is away"
         return True, "ready"
+
+
+class _Probe:
+    """A dependency's check, run by the request that finds the last answer stale.
+
+    One at a time: concurrent requests wait for it rather than pile up, so
+    a dependency that does not answer holds them up for the check's own
+    timeout at most.
+    """
+
+    def __init__(self, problem: Callable[[], str | None], clock: Callable[[], float]) -> None:
+        self._problem = problem
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._due: float | None = None
+        self._last: str | None = None
+
+    def problem(self) -> str | None:
+        """The check's latest answer, run again first if it is older than the interval."""
+        with self._lock:
+            if self._due is None or self._clock() >= self._due:
+                self._last = self._problem()
+                self._due = self._clock() + PROBE_INTERVAL_S
+            return self._last
 
 
 @contextmanager

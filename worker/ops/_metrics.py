@@ -104,6 +104,16 @@ class WorkerMetrics:
             "1 while the last Redis call failed after its retries",
             registry=r,
         )
+        self._state_losses = Counter(
+            "torchkafka_dedup_state_losses_total",
+            "Times Redis was found without its done-marks (restarted empty, flushed)",
+            registry=r,
+        )
+        self._holding_for_state = Gauge(
+            "torchkafka_dedup_state_lost",
+            "1 while the worker holds its work because Redis lost its done-marks",
+            registry=r,
+        )
         self._claims_lost = Counter(
             "torchkafka_claims_lost_total",
             "Claims on ids in progress found expired or taken over when renewed",
@@ -164,6 +174,15 @@ class WorkerMetrics:
     def redis_outage(self, flag: bool) -> None:
         """A Redis call failed after its retries (True), or one succeeded (False)."""
         self._redis_outage.set(flag)
+
+    def dedup_state_lost(self, holding: bool) -> None:
+        """Redis was found without its done-marks; ``holding``: the worker waits for them."""
+        self._state_losses.inc()
+        self._holding_for_state.set(int(holding))
+
+    def dedup_state_restored(self) -> None:
+        """Redis holds the done-marks again (restored, or the loss accepted)."""
+        self._holding_for_state.set(0)
 
     def claims_lost(self, n: int) -> None:
         """``n`` claims on ids in progress were found lost when renewed."""

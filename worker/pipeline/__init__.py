@@ -2,12 +2,14 @@
 
 admission (decode, dedup gate) -> batcher -> inference thread -> ``Publisher``;
 what the broker acknowledged is settled (done-marks, then commit offsets).
-Dedup and its retries live here too; so do image decoding and the dead-letter guard.
+Dedup and its retries live here too; so do image decoding, the dead-letter guard and the
+crash-loop guard.
 """
 
 from torchkafka.worker.pipeline._admission import Admission, Gate
 from torchkafka.worker.pipeline._backpressure import Backpressure, PauseReason, intake_limit
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, StagingPool
+from torchkafka.worker.pipeline._crash_guard import CrashGuard, Place, RunLog
 from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, GuardedPublisher
 from torchkafka.worker.pipeline._dedup import Dedup, DedupStore
 from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
@@ -33,6 +35,7 @@ __all__ = [
     "Backpressure",
     "Batch",
     "BatchItem",
+    "CrashGuard",
     "DeadLetterGuard",
     "DecodingImage",
     "Dedup",
@@ -51,9 +54,11 @@ __all__ = [
     "Outcome",
     "Parking",
     "PauseReason",
+    "Place",
     "Publisher",
     "Record",
     "RetrySettings",
+    "RunLog",
     "Settlement",
     "StagingPool",
     "TopicPartitionKey",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from torchkafka.codecs import DecodeError, EncodedImage, Limits, decode_request
-from torchkafka.worker._errors import TransientError
+from torchkafka.worker._errors import DedupStateLost, TransientError
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.pipeline._dedup import Dedup
 from torchkafka.worker.pipeline._deliveries import Publisher
@@ -92,7 +92,7 @@ class Gate:
                 [i for i in first if i not in done], self._owner, fencing_token
             )
         except TransientError as exc:
-            if not self._fail_open:
+            if not self._fail_open or isinstance(exc, DedupStateLost):
                 admission.parked += first.values()
                 admission.redis_down = True
                 return admission
@@ -167,6 +167,10 @@ class Gate:
         Whatever goes wrong with one record ends as its dead letter: bad input
         under the codec's reason, anything unforeseen as ``internal_error``.
         """
+        if record.unreadable is not None:
+            detail = f"the record cannot be read ({record.unreadable})"
+            self._publisher.dead_letter(record, WorkerReason.UNREADABLE_RECORD, detail)
+            return None
         if record.unreadable_headers is not None:
             detail = f"headers cannot be read ({record.unreadable_headers})"
             self._publisher.dead_letter(record, WorkerReason.INVALID_HEADERS, detail)

@@ -6,6 +6,22 @@ another id's key)::
 
     {namespace}:done:ID    "<token>"            EX done_ttl_s
     {namespace}:claim:ID   "<token>:<owner>"    PX claim_ttl_ms
+    {namespace}:state      "<why> <when>"       no expiry
+    {namespace}:running:TOPIC:PARTITION:OFFSET
+                           hash: run id -> 1    EX RUN_MARK_TTL_S
+
+The ``running`` hashes are the crash-loop guard's (``_crash_guard``): which
+process lifetimes were running the record at that place (``mark_running``,
+``forget_run``).
+
+The state key says that this Redis holds the namespace's done-marks: it is
+written once, when a new pipeline starts (its consumer group has committed
+nothing yet), and read with every ``filter_done`` and ``claim``. A Redis
+restarted without its data (or flushed) lacks it, so the loss is seen at the
+next call instead of answering ids again silently; ``state_loss`` decides
+what follows: ``pause`` raises ``DedupStateLost`` (the worker holds its work
+until ``accept_loss`` or a restore puts the key back), ``continue`` writes
+the key again and goes on. Either way it is logged and counted.
 
 The order (docs/worker.md, "Delivery semantics"): claim (short lease,
 ``renew``-ed while in progress, fenced by a token) -> infer -> produce ->
@@ -32,18 +48,24 @@ type, script errors).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import redis
+import structlog
 from redis import exceptions as rx
 
-from torchkafka.worker._errors import StartupError, TransientError, WorkerError
+from torchkafka.worker._errors import DedupStateLost, StartupError, TransientError, WorkerError
+from torchkafka.worker.config import RedisStateLoss
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline._breaker import CircuitBreaker
+from torchkafka.worker.pipeline._crash_guard import RUN_MARK_TTL_S, Place
 from torchkafka.worker.pipeline._retry import RetrySettings, retry_policy
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 _TRANSIENT: tuple[type[rx.RedisError], ...] = (
     rx.ConnectionError,
@@ -75,24 +97,28 @@ local function release_if_mine(key, owner)
 end
 """
 
-# KEYS: n done keys, then the n claim keys. ARGV: owner, token, claim TTL in ms.
-# Returns 1 for each id this owner holds afterwards, else 0.
+# KEYS: the state key, n done keys, then the n claim keys. ARGV: owner, token, claim TTL
+# in ms. Returns 1 for each id this owner holds afterwards, else 0; -1 (claiming
+# nothing) when the state key is missing.
 _CLAIM = (
     _LUA_HELPERS
     + """
-local n = #KEYS / 2
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+local n = (#KEYS - 1) / 2
 local owner, token, ttl_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local mine = ARGV[2] .. ':' .. owner
 local held = {}
 for i = 1, n do
   held[i] = 0
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    if redis.call('SET', KEYS[n + i], mine, 'NX', 'PX', ttl_ms) then
+  if redis.call('EXISTS', KEYS[1 + i]) == 0 then
+    if redis.call('SET', KEYS[1 + n + i], mine, 'NX', 'PX', ttl_ms) then
       held[i] = 1
     else
-      local current = redis.call('GET', KEYS[n + i])
+      local current = redis.call('GET', KEYS[1 + n + i])
       if owner_of(current) == owner and token_of(current) <= token then
-        redis.call('SET', KEYS[n + i], mine, 'PX', ttl_ms)
+        redis.call('SET', KEYS[1 + n + i], mine, 'PX', ttl_ms)
         held[i] = 1
       end
     end
@@ -142,6 +168,48 @@ end
 """
 )
 
+# The run-log scripts' KEYS start with the keys of the finished places (ARGV[1] of them),
+# whose marks are deleted: those records ran to their outcome.
+_FORGET_FINISHED = """
+local finished = tonumber(ARGV[1])
+for i = 1, finished do
+  redis.call('DEL', KEYS[i])
+end
+"""
+
+# KEYS: finished, then the places to start. ARGV: how many are finished, run id, TTL in s,
+# "1" for a suspect. Returns, per place to start, the other runs that marked it; marks them
+# all for this run when those are all 0, or for a suspect.
+_MARK_RUNNING = (
+    _FORGET_FINISHED
+    + """
+local run = ARGV[2]
+local others, clean = {}, true
+for i = finished + 1, #KEYS do
+  local n = redis.call('HLEN', KEYS[i]) - redis.call('HEXISTS', KEYS[i], run)
+  others[i - finished] = n
+  clean = clean and n == 0
+end
+if clean or ARGV[4] == '1' then
+  for i = finished + 1, #KEYS do
+    redis.call('HSET', KEYS[i], run, 1)
+    redis.call('EXPIRE', KEYS[i], ARGV[3])
+  end
+end
+return others
+"""
+)
+
+# KEYS: finished, then the places the run leaves. ARGV: how many are finished, run id.
+_FORGET_RUN = (
+    _FORGET_FINISHED
+    + """
+for i = finished + 1, #KEYS do
+  redis.call('HDEL', KEYS[i], ARGV[2])
+end
+"""
+)
+
 
 def is_transient(error: BaseException) -> bool:
     """Whether a redis error may go away by itself (see the module docstring)."""
@@ -184,7 +252,8 @@ class DedupStore:
     threads. ``metrics``, if given, counts retries and tracks whether Redis is away.
     After a call fails its retries, ``breaker`` makes the next calls fail at once
     for a while (then one call probes Redis), so an outage costs each poll
-    nothing rather than the whole retry budget.
+    nothing rather than the whole retry budget. ``state_loss``: what a Redis
+    found without its done-marks leads to (the module docstring).
     """
 
     def __init__(
@@ -196,6 +265,7 @@ class DedupStore:
         retry: RetrySettings,
         metrics: WorkerMetrics | None = None,
         breaker: CircuitBreaker | None = None,
+        state_loss: RedisStateLoss = "pause",
     ) -> None:
         if not namespace:
             raise ValueError("DedupStore needs a namespace")
@@ -204,6 +274,12 @@ class DedupStore:
         self._client = client
         self._done_prefix = f"{namespace}:done:".encode()
         self._claim_prefix = f"{namespace}:claim:".encode()
+        self._state_key = f"{namespace}:state".encode()
+        self._state_loss = state_loss
+        self._holding_for_state = False
+        self._state_seen = False
+        # Until ``check_state`` says how to tell, a missing state key is a loss.
+        self._has_history: Callable[[], bool] = lambda: True
         self._done_ttl_s = done_ttl_s
         self._claim_ttl_ms = claim_ttl_ms
         self._metrics = metrics
@@ -219,6 +295,9 @@ class DedupStore:
         self._renew = client.register_script(_RENEW)
         self._mark_done = client.register_script(_MARK_DONE)
         self._release = client.register_script(_RELEASE)
+        self._running_prefix = f"{namespace}:running:".encode()
+        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._forget_run = client.register_script(_FORGET_RUN)
 
     @property
     def claim_ttl_ms(self) -> int:
@@ -238,8 +317,12 @@ class DedupStore:
         unique = _unique(ids)
         if not unique:
             return set()
-        keys = [self.done_key(i) for i in unique]
-        values = self._call("filter_done", lambda: self._client.mget(keys))
+        keys = [self._state_key] + [self.done_key(i) for i in unique]
+        state, *values = self._call("filter_done", lambda: self._client.mget(keys))
+        if state is None:
+            self._state_missing()
+            return self.filter_done(unique)
+        self._state_present()
         return {i for i, value in zip(unique, values, strict=True) if value is not None}
 
     def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
@@ -255,9 +338,14 @@ class DedupStore:
         unique = _unique(ids)
         if not unique:
             return set()
-        keys = [self.done_key(i) for i in unique] + [self.claim_key(i) for i in unique]
+        done_keys = [self.done_key(i) for i in unique]
+        keys = [self._state_key, *done_keys, *(self.claim_key(i) for i in unique)]
         args = (owner, fencing_token, self._claim_ttl_ms)
         held = self._call("claim", lambda: self._claim(keys=keys, args=args))
+        if held == -1:
+            self._state_missing()
+            return self.claim(unique, owner, fencing_token)
+        self._state_present()
         return {i for i, flag in zip(unique, held, strict=True) if flag}
 
     def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
@@ -298,6 +386,80 @@ class DedupStore:
         keys = [self.claim_key(i) for i in unique]
         self._call("release", lambda: self._release(keys=keys, args=[owner]))
 
+    def check_state(self, pipeline_has_history: Callable[[], bool]) -> None:
+        """At start-up: write the state key for a new pipeline, or report its loss.
+
+        ``pipeline_has_history()`` tells whether the consumer group has
+        committed offsets: with none, nothing was ever marked done and a
+        missing key is written; with some, the marks are gone (the policy
+        applies, but ``pause`` raises nothing here: the loop's first call
+        does). A Redis that does not answer yet is checked at the first call.
+        """
+        self._has_history = pipeline_has_history
+        try:
+            present = self._call("state", lambda: self._client.exists(self._state_key))
+        except TransientError as exc:
+            log.warning("cannot check the dedup state yet: redis does not answer", error=str(exc))
+            return
+        if present:
+            self._state_present()
+            return
+        with contextlib.suppress(DedupStateLost):  # raised again by the loop's first call
+            self._state_missing()
+
+    def state_problem(self) -> str | None:
+        """Why the worker holds its work for the dedup state, if it does (no Redis call)."""
+        if self._holding_for_state:
+            return "paused: redis lost its done-marks (`torchkafka dedup accept-loss` to go on)"
+        return None
+
+    def accept_loss(self) -> None:
+        """Write the state key again: the lost marks are gone, and work may go on."""
+        self._write_state("loss accepted")
+        log.warning("dedup state loss accepted", key=self._state_key.decode())
+
+    def _state_missing(self) -> None:
+        """Redis answered without the state key: raise ``DedupStateLost``, or write it.
+
+        Written without a word for a new pipeline (this store never saw the
+        key, and the group has no history); otherwise as the policy says.
+        """
+        if not self._state_seen and not self._has_history():
+            self._write_state("created for a new pipeline")
+            log.info("dedup state created: a new pipeline", key=self._state_key.decode())
+            self._state_seen = True
+            return
+        pausing = self._state_loss == "pause"
+        if not self._holding_for_state:  # a loss not reported yet
+            if self._metrics is not None:
+                self._metrics.dedup_state_lost(holding=pausing)
+            log.error(
+                "redis lost its done-marks: holding all work until they are restored or "
+                "`torchkafka dedup accept-loss` is run"
+                if pausing
+                else "redis lost its done-marks: continuing; ids answered before the loss "
+                "get a second result if they arrive again",
+                key=self._state_key.decode(),
+                redis_state_loss=self._state_loss,
+            )
+        if not pausing:
+            self._write_state("continued after a loss")
+            return
+        self._holding_for_state = True
+        raise DedupStateLost(f"redis has no {self._state_key.decode()}: its done-marks are gone")
+
+    def _state_present(self) -> None:
+        self._state_seen = True
+        if self._holding_for_state:
+            log.warning("redis holds the dedup state again: work goes on")
+            self._holding_for_state = False
+            if self._metrics is not None:
+                self._metrics.dedup_state_restored()
+
+    def _write_state(self, why: str) -> None:
+        value = f"{why} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        self._call("state", lambda: self._client.set(self._state_key, value))
+
     def ping(self) -> None:
         """Check that Redis answers (else ``TransientError``), admits us, and is no cluster.
 
@@ -337,6 +499,35 @@ class DedupStore:
     def _outage(self, flag: bool) -> None:
         if self._metrics is not None:
             self._metrics.redis_outage(flag)
+
+    def running_key(self, place: Place) -> bytes:
+        """The key of the crash-loop guard's marks on ``place``."""
+        topic, partition, offset = place
+        return self._running_prefix + f"{topic}:{partition}:{offset}".encode()
+
+    def mark_running(
+        self, run_id: str, places: Sequence[Place], finished: Sequence[Place], suspect: bool
+    ) -> list[int]:
+        """Delete the marks of ``finished``; per place of ``places``, how many other runs marked it.
+
+        ``places`` are marked for ``run_id`` (for ``RUN_MARK_TTL_S``, the
+        expiry renewed) when every count is 0, or whatever the counts when
+        ``suspect``. One round trip; a repeat is harmless.
+        """
+        if not places and not finished:
+            return []
+        keys = [self.running_key(p) for p in (*finished, *places)]
+        args = (len(finished), run_id, RUN_MARK_TTL_S, int(suspect))
+        counts = self._call("mark_running", lambda: self._mark_running(keys=keys, args=args))
+        return [int(n) for n in counts]
+
+    def forget_run(self, run_id: str, running: Sequence[Place], finished: Sequence[Place]) -> None:
+        """Delete the marks of ``finished``, and ``run_id``'s marks of ``running``."""
+        if not running and not finished:
+            return
+        keys = [self.running_key(p) for p in (*finished, *running)]
+        args = (len(finished), run_id)
+        self._call("forget_run", lambda: self._forget_run(keys=keys, args=args))
 
 
 def _id_bytes(id_: str) -> bytes:

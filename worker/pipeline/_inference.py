@@ -14,6 +14,10 @@ A batch that raises is split in halves until the inputs that fail on their
 own are found; only those are dead-lettered. CUDA out-of-memory splits the
 batch too and lowers ``batch_limit`` for the batches formed after it.
 ``swap_runtime`` replaces the model between batches.
+
+With a ``CrashGuard``, each batch is screened before it launches (one Redis
+call): records that worker processes died running are quarantined or run
+alone (``_crash_guard``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.model import Launched, ModelRuntime
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, StagingPool
+from torchkafka.worker.pipeline._crash_guard import CrashGuard, quarantine_error
 from torchkafka.worker.pipeline._deliveries import Publisher
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
 from torchkafka.worker.pipeline._pixels import with_pixels
@@ -73,13 +78,16 @@ class InferenceWorker:
         queue_batches: int,
         metrics: WorkerMetrics,
         device_jpeg: DeviceJpeg | None = None,
+        crash_guard: CrashGuard | None = None,
     ) -> None:
         """Results report the model name and version of the runtime that computed them.
 
-        ``device_jpeg`` decodes the JPEGs the image pool left encoded.
+        ``device_jpeg`` decodes the JPEGs the image pool left encoded;
+        ``crash_guard`` screens each batch before it launches (none: unguarded).
         """
         self._runtime = runtime
         self._device_jpeg = device_jpeg
+        self._guard = crash_guard or CrashGuard(None, 0)
         self._pool = pool
         self._publisher = publisher
         self._worker_id = worker_id
@@ -175,16 +183,22 @@ class InferenceWorker:
         except BaseException as exc:  # surfaced to the polling loop, which stops the worker
             self.failure = exc
             log.exception("inference thread failed")
+            self._guard.leave()  # a stop on an error is no crash: unmark what was running
 
     def _advance(self, batch: Batch[Admitted], in_flight: _InFlight | None) -> _InFlight | None:
         """Launch queued ``batch``, then finish ``in_flight``; what is left in flight.
 
         ``batch`` stays in flight only on a pipelined runtime. ``in_flight``
         is finished before a failure of ``batch`` is retried, so that its
-        device memory is free for the retries.
+        device memory is free for the retries, and before a suspect of the
+        crash guard runs alone.
         """
-        live = self._runnable(batch)
-        if live is None:  # every input had expired or failed to decode
+        live = self._live(batch)
+        if live is not None:
+            live, in_flight = self._screen(live, in_flight)
+        if live is not None:
+            live = self._with_pixels(live)
+        if live is None:  # every input expired, was quarantined, ran alone or failed to decode
             self._queue.task_done()
             return in_flight
         runtime = self._runtime
@@ -203,10 +217,41 @@ class InferenceWorker:
         self._finish(launched)
         return None
 
-    def _runnable(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
-        """The live inputs of ``batch``, with their pixels; None if none is left."""
-        live = self._live(batch)
-        return None if live is None else self._with_pixels(live)
+    def _screen(
+        self, batch: Batch[Admitted], in_flight: _InFlight | None
+    ) -> tuple[Batch[Admitted] | None, _InFlight | None]:
+        """What of ``batch`` runs as a batch (marked running), and what is left in flight.
+
+        Quarantined inputs are dead-lettered; suspects run alone, once the
+        batch in flight has finished. The rest is screened again afterwards,
+        so that it is marked running only once the suspects ran.
+        """
+        screening = self._guard.screen(batch.items)
+        while not screening.all_clean:
+            for item, crashes in screening.quarantined:
+                admitted = item.token
+                self._publisher.dead_letter(
+                    admitted.record,
+                    WorkerReason.QUARANTINED,
+                    quarantine_error(crashes),
+                    request_id=admitted.request.id,
+                )
+            if screening.suspects and in_flight is not None:
+                self._finish(in_flight)
+                in_flight = None
+            for item in screening.suspects:
+                self._run_alone(item, batch.capacity)
+            screening = self._guard.screen(screening.clean)
+        clean = screening.clean
+        return (Batch(clean, batch.capacity) if clean else None), in_flight
+
+    def _run_alone(self, item: BatchItem[Admitted], capacity: int) -> None:
+        """Run a suspect of the crash guard on its own, marked running right before."""
+        self._guard.running(item)
+        alone = self._with_pixels(Batch((item,), capacity))
+        if alone is not None:
+            self._run_now(alone, self._runtime)
+        self._progress_at = time.monotonic()
 
     def _with_pixels(self, batch: Batch[Admitted]) -> Batch[Admitted] | None:
         """``batch`` with its images decoded; halves at a time if the device runs out of memory."""
@@ -282,7 +327,7 @@ class InferenceWorker:
             self._queue.task_done()
 
     def _run_now(self, batch: Batch[Admitted], runtime: ModelRuntime) -> None:
-        """Launch and finish a part of a failed batch, on the runtime the batch ran on."""
+        """Launch and finish ``batch`` at once: a part of a failed batch, or a suspect alone."""
         try:
             flight = self._launch(batch, runtime, queued=False)
         except Exception as exc:
@@ -301,6 +346,7 @@ class InferenceWorker:
 
     def _dead_letter(self, admitted: Admitted, reason: WorkerReason | Reason, error: str) -> None:
         self._publisher.dead_letter(admitted.record, reason, error, request_id=admitted.request.id)
+        self._guard.finished((admitted,))
 
     def _split(self, batch: Batch[Admitted], runtime: ModelRuntime, oom: bool) -> None:
         half = len(batch) // 2
@@ -358,6 +404,7 @@ class InferenceWorker:
                 worker=self._worker_id,
             )
             self._publisher.result(record, request.id, self._encoder.result(result))
+        self._guard.finished(item.token for item in batch.items)
 
 
 def _label(model: ModelInfo) -> str:

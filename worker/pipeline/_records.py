@@ -24,6 +24,8 @@ class Record:
     received_s: float
     #: Why the headers could not be read (they are then empty): the record is dead-lettered.
     unreadable_headers: str | None = None
+    #: Why the record could not be read at all (it then has no key, value or headers).
+    unreadable: str | None = None
 
     @property
     def partition_key(self) -> TopicPartitionKey:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from torchkafka.codecs import Encoder, decode_result, read_dead_letter_info
 from torchkafka.codecs.testing import MalformedCase, malformed_corpus
-from torchkafka.topology import TopicSpec, admin_client, ensure_topics
+from torchkafka.topology import admin_client, ensure_topics, worker_topics
 from torchkafka.worker.tools._consume import ResultStats, format_percentiles, open_reader
 from torchkafka.worker.tools._produce import RequestFactory, Sender
 
@@ -89,11 +89,7 @@ def run_demo(settings: DemoSettings) -> DemoReport:
     topics = {name: f"{TOPIC_PREFIX}.{name}" for name in ("requests", "results", "dead-letters")}
     ensure_topics(
         admin_client(settings.bootstrap),
-        [
-            TopicSpec(topics["requests"], PARTITIONS),
-            TopicSpec(topics["results"], PARTITIONS),
-            TopicSpec(topics["dead-letters"], 1),
-        ],
+        worker_topics(topics["requests"], topics["results"], topics["dead-letters"], PARTITIONS),
     )
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.log_dir / f"workers-{run_id}.log"
@@ -108,6 +104,8 @@ def run_demo(settings: DemoSettings) -> DemoReport:
                 "--dead-letter-topic", topics["dead-letters"], "--group-id", "torchkafka-demo",
                 "--metrics-port", "0",
                 "--bootstrap", settings.bootstrap, "--redis-url", settings.redis_url,
+                # Each run sends new ids: marks a Redis lost since an earlier run are no loss.
+                "--redis-state-loss", "continue",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

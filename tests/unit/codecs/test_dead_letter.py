@@ -4,7 +4,13 @@ import dataclasses
 
 import pytest
 
-from torchkafka.codecs import DeadLetterInfo, Reason, dead_letter_headers, read_dead_letter_info
+from torchkafka.codecs import (
+    MAX_ERROR_BYTES,
+    DeadLetterInfo,
+    Reason,
+    dead_letter_headers,
+    read_dead_letter_info,
+)
 
 INFO = DeadLetterInfo(
     reason=Reason.PAYLOAD_SIZE_MISMATCH,
@@ -37,3 +43,22 @@ def test_dead_lettering_twice_replaces_the_earlier_reason() -> None:
 def test_reading_headers_that_are_not_a_dead_letter_fails() -> None:
     with pytest.raises(KeyError):
         read_dead_letter_info([("traceparent", b"x")])
+
+
+@pytest.mark.parametrize("quoted", ["x" * 100_000, "é" * 50_001])
+def test_an_error_quoting_huge_input_keeps_its_start_and_end_within_the_bound(quoted: str) -> None:
+    error = f"$.v: version {quoted!r}; this reader knows 1 (the value is left out)"
+    headers = dead_letter_headers([], dataclasses.replace(INFO, error=error))
+    text = dict(headers)["torchkafka.error"]
+    assert isinstance(text, bytes)
+    assert len(text) <= MAX_ERROR_BYTES
+    assert text.startswith(b"$.v: version '")
+    assert text.endswith(b"(the value is left out)")
+    assert " … " in text.decode()
+
+
+def test_an_error_within_the_bound_is_kept_whole() -> None:
+    error = "e" * MAX_ERROR_BYTES
+    assert read_dead_letter_info(
+        dead_letter_headers([], dataclasses.replace(INFO, error=error))
+    ) == (dataclasses.replace(INFO, error=error))

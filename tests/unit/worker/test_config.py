@@ -8,9 +8,9 @@ from torchkafka.worker import StartupError
 from torchkafka.worker.config import (
     SETTINGS,
     Secret,
+    group_membership,
     load_config,
     load_connection,
-    static_membership,
 )
 from torchkafka.worker.config._sections import Timeouts
 
@@ -168,6 +168,7 @@ def test_missing_settings_are_named_with_their_flags() -> None:
             "metrics_port must be 0 .off. to 65534 .one port per worker.",
         ),
         ({"TORCHKAFKA_SHUTDOWN_TIMEOUT_S": "0"}, "shutdown_timeout_s must be > 0"),
+        ({"TORCHKAFKA_STARTUP_TIMEOUT_S": "0"}, "startup_timeout_s must be > 0"),
         ({"TORCHKAFKA_DEAD_LETTER_MAX_RATIO": "1.5"}, "dead_letter_max_ratio must be in"),
     ],
 )
@@ -223,11 +224,23 @@ def test_bad_model_runtime_settings_are_startup_errors(
         load_config(None, {}, {**REQUIRED, **settings})
 
 
-def test_static_membership_gives_each_worker_process_its_own_instance_id() -> None:
-    assert static_membership(load_config(None, {}, REQUIRED), 0) == {}
+def test_group_membership_gives_each_worker_process_its_own_instance_id() -> None:
+    cooperative = {"partition.assignment.strategy": "cooperative-sticky"}
+    assert group_membership(load_config(None, {}, REQUIRED), 0) == cooperative
     config = load_config(None, {"TORCHKAFKA_GROUP_INSTANCE_ID": "node-a"}, REQUIRED)
-    assert static_membership(config, 0) == {"group.instance.id": "node-a-0"}
-    assert static_membership(config, 3) == {"group.instance.id": "node-a-3"}
+    assert group_membership(config, 0) == {**cooperative, "group.instance.id": "node-a-0"}
+    assert group_membership(config, 3) == {**cooperative, "group.instance.id": "node-a-3"}
+
+
+def test_the_consumer_group_protocol_leaves_the_assignment_to_the_broker() -> None:
+    flags = {**REQUIRED, "group_protocol": "consumer", "group_instance_id": "node-a"}
+    config = load_config(None, {}, flags)
+    assert group_membership(config, 1) == {
+        "group.protocol": "consumer",
+        "group.instance.id": "node-a-1",
+    }
+    with pytest.raises(StartupError, match="group_protocol"):
+        load_config(None, {}, {**REQUIRED, "group_protocol": "kip848"})
 
 
 def test_the_batch_memory_bound_defaults_to_512_mib_and_is_set_like_any_setting() -> None:

@@ -60,6 +60,7 @@ class Loop:
         timings: LoopTimings | None = None,
         guard: DeadLetterGuard | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fail_open: bool = False,
     ) -> None:
         self.consumer = FakeConsumer()
         self.commit_results = CommitResults()
@@ -77,7 +78,7 @@ class Loop:
             DEFAULT_LIMITS,
             "x",
             OWNER,
-            fail_open=False,
+            fail_open=fail_open,
             images=ImageDecoder(1),
         )
         self.marks = DoneMarks(self.outbox, self.dedup, OWNER, WorkerMetrics(), fail_open=False)
@@ -325,6 +326,20 @@ def test_shutdown_with_redis_away_commits_delivered_results_without_marks(make_l
     assert loop.dedup.done == set()
 
 
+def test_a_redis_that_lost_its_marks_holds_the_work_even_fail_open(make_loop) -> None:
+    loop = make_loop(fail_open=True)
+    loop.start(0)
+    loop.dedup.state_lost = True
+    loop.send(0, "a")
+    loop.step_until(lambda: loop.consumer.paused == {(TOPIC, 0)})
+    assert loop.outbox.results == {}  # fail-open runs through an outage, not through a loss
+    assert loop.health.readiness() == (False, "paused: redis is away")
+    loop.dedup.state_lost = False  # restored, or the loss accepted
+    loop.step_until(lambda: loop.committed(0) == 1)
+    assert set(loop.outbox.results) == {"a"}
+    assert loop.consumer.paused == set()
+
+
 def test_a_commit_refused_in_a_rebalance_is_sent_again(make_loop) -> None:
     loop = make_loop()
     loop.consumer.commit_errors = [KafkaError(KafkaError.ILLEGAL_GENERATION)]
@@ -376,3 +391,19 @@ def test_an_unexpected_decoder_failure_is_an_internal_error_dead_letter(
     loop.send(0, "a")
     loop.step_until(lambda: loop.committed(0) == 1)
     assert loop.outbox.dead_letters == {None: ("internal_error", "RecursionError: a decoder bug")}
+
+
+def test_a_batch_that_cannot_be_read_is_a_dead_letter_a_record_and_the_stream_goes_on(
+    make_loop,
+) -> None:
+    """librdkafka reports the batch's first offset at every fetch from inside it, and more
+    than once a poll: each of its records gets one dead letter, and the consumer seeks on."""
+    loop = make_loop()
+    loop.start(0)
+    loop.send(0, "before")
+    loop.consumer.add_unreadable(TOPIC, 0, count=3)
+    loop.send(0, "after")
+    loop.step_until(lambda: loop.committed(0) == 5)
+    assert set(loop.outbox.results) == {"before", "after"}
+    assert loop.outbox.reasons == ["unreadable_record"] * 3
+    assert loop.outbox.dead_letters[None][1] == "the record cannot be read (Decompression failed)"

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from torchkafka.codecs import read_dead_letter_info
@@ -19,13 +20,17 @@ Callback = Callable[[KafkaError | None, object], None]
 @dataclass
 class Sent:
     topic: str
+    key: bytes | None
     value: bytes | None
     headers: list[tuple[str, str | bytes | None]] | None
 
 
 @dataclass
 class SizeLimitedProducer:
-    """Refuses values over ``client_limit`` at once, and over ``topic_limit`` on delivery."""
+    """Refuses messages over ``client_limit`` at once, and over ``topic_limit`` on delivery.
+
+    A message's size is its value's, key's and headers' bytes.
+    """
 
     client_limit: int = 1000
     topic_limit: int = 1000
@@ -40,14 +45,15 @@ class SizeLimitedProducer:
         headers: list[tuple[str, str | bytes | None]] | None = None,
         on_delivery: Callback | None = None,
     ) -> None:
-        size = len(value or b"")
+        size = len(value or b"") + len(key or b"")
+        size += sum(len(name) + len(content or b"") for name, content in headers or [])
         if size > self.client_limit:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         assert on_delivery is not None
         too_large = size > self.topic_limit
         error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if too_large else None
         if error is None:
-            self.sent.append(Sent(topic, value, headers))
+            self.sent.append(Sent(topic, key, value, headers))
         self._reports.append((on_delivery, error))
 
     def poll(self, timeout: float = 0) -> int:
@@ -61,8 +67,8 @@ def publisher(producer: SizeLimitedProducer) -> KafkaPublisher:
     return KafkaPublisher(producer, "out", "dlq", "w1", WorkerMetrics())  # type: ignore[arg-type]
 
 
-def record(value: bytes) -> Record:
-    return Record("in", 0, 7, b"k", value, [("trace", b"t1")], time.monotonic())
+def record(value: bytes, key: bytes = b"k", trace: bytes = b"t1") -> Record:
+    return Record("in", 0, 7, key, value, [("trace", trace)], time.monotonic())
 
 
 def settled(producer: SizeLimitedProducer, out: KafkaPublisher) -> list[Outcome]:
@@ -105,3 +111,37 @@ def test_an_input_too_large_for_the_dead_letter_topic_goes_without_its_value() -
     info = read_dead_letter_info(letter.headers)
     assert info.reason == "message_too_large"
     assert "the value, 5000 bytes, is left out" in info.error
+
+
+@pytest.mark.parametrize(
+    ("key", "trace", "left_out"),
+    [(b"k" * 5000, b"t1", "the key, 5000 bytes"), (b"k", b"t" * 5000, "the headers, 5005 bytes")],
+    ids=["huge-key", "huge-headers"],
+)
+def test_a_dead_letter_too_large_without_its_value_goes_without_key_and_headers(
+    key: bytes, trace: bytes, left_out: str
+) -> None:
+    producer = SizeLimitedProducer(client_limit=1000, topic_limit=1000)
+    out = publisher(producer)
+    out.dead_letter(record(b"v" * 10, key, trace), "malformed_msgpack", "truncated", "r1")
+    assert settled(producer, out) == [Outcome.DEAD_LETTER]
+    (letter,) = producer.sent
+    assert (letter.key, letter.value) == (None, None)
+    assert letter.headers is not None
+    assert [name for name, _ in letter.headers if not name.startswith("torchkafka.")] == []
+    info = read_dead_letter_info(letter.headers)
+    assert (info.reason, info.source_offset) == ("malformed_msgpack", 7)
+    assert info.error.startswith("truncated (the value, 10 bytes, the key, ")
+    assert left_out in info.error
+    assert "are left out: Broker: Message size too large)" in info.error
+
+
+def test_a_result_with_a_huge_key_dead_letters_its_input_without_the_key() -> None:
+    producer = SizeLimitedProducer(client_limit=1000)
+    out = publisher(producer)
+    out.result(record(b"request", key=b"k" * 5000), "r1", b"result")
+    assert settled(producer, out) == [Outcome.DEAD_LETTER]
+    (letter,) = producer.sent
+    assert (letter.key, letter.value) == (None, None)
+    assert letter.headers is not None
+    assert read_dead_letter_info(letter.headers).reason == "result_too_large"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -11,6 +12,7 @@ import pytest
 
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
+from torchkafka.worker.ops._health import PROBE_INTERVAL_S
 
 
 class Clock:
@@ -63,6 +65,70 @@ def test_readiness_needs_the_model_and_the_group_and_ends_with_shutdown() -> Non
     assert health.readiness() == (True, "ready")
     stop.set()
     assert health.readiness() == (False, "shutting down")
+
+
+def test_readiness_follows_a_watched_dependency_checked_at_most_every_interval() -> None:
+    clock = Clock()
+    health = Health(threading.Event(), clock=clock)
+    answer: list[str | None] = ["redis is unusable: connection refused"]
+    checked: list[float] = []
+
+    def problem() -> str | None:
+        checked.append(clock.now)
+        return answer[0]
+
+    health.watch(problem)
+    health.model_loaded()
+    assert health.readiness() == (False, "joining the consumer group")
+    assert not checked  # the cheap reasons first: no check before the group is joined
+    health.joined()
+    assert health.readiness() == (False, "redis is unusable: connection refused")
+    answer[0] = None
+    clock.now += PROBE_INTERVAL_S - 0.1
+    assert health.readiness()[0] is False  # the last answer, until it is stale
+    clock.now += 0.1
+    assert health.readiness() == (True, "ready")
+    assert health.readiness() == (True, "ready")
+    assert checked == [100.0, 100.0 + PROBE_INTERVAL_S]
+
+
+def test_a_watched_problem_names_the_cause_of_a_pause() -> None:
+    health = Health(threading.Event())
+    health.model_loaded()
+    health.joined()
+    lost: list[str | None] = ["paused: redis lost its done-marks"]
+    health.watch(lambda: lost[0])
+    health.redis_away(True)  # the loop paused, holding its work
+    assert health.readiness() == (False, "paused: redis lost its done-marks")
+
+
+def test_concurrent_readiness_requests_share_one_check() -> None:
+    health = Health(threading.Event())
+    health.model_loaded()
+    health.joined()
+    started, release = threading.Event(), threading.Event()
+    checks: list[int] = []
+
+    def slow_problem() -> str | None:
+        checks.append(1)
+        started.set()
+        release.wait(5)
+        return "redis is unusable: timed out"
+
+    health.watch(slow_problem)
+    answers: list[tuple[bool, str]] = []
+    requests = [
+        threading.Thread(target=lambda: answers.append(health.readiness())) for _ in range(3)
+    ]
+    for request in requests:
+        request.start()
+    assert started.wait(5)
+    time.sleep(0.2)  # the other requests reach the probe while the check runs
+    release.set()
+    for request in requests:
+        request.join(5)
+    assert checks == [1]
+    assert answers == [(False, "redis is unusable: timed out")] * 3
 
 
 def free_port() -> int:

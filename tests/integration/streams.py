@@ -1,0 +1,174 @@
+"""Request streams, topic readers, readiness and worker processes for the integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from tests.integration.helpers import request_value
+from torchkafka.codecs import decode_result
+
+ROOT = Path(__file__).parents[2]
+#: Partitions of the input and output topics of ``helpers.Topics``.
+PARTITIONS = 4
+#: After the expected results are in, how long to keep reading for an extra one.
+SETTLE_S = 2.0
+
+
+def request(prefix: str, n: int) -> tuple[bytes, bytes]:
+    """The (key, value) of request PREFIX-n."""
+    return f"{prefix}-{n}".encode(), request_value(f"{prefix}-{n}", torch.full((4,), float(n)))
+
+
+def requests(prefix: str, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` (key, value) requests with ids PREFIX-0, PREFIX-1, ..."""
+    return [request(prefix, n) for n in range(count)]
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    details: Callable[[], str] = str,
+) -> None:
+    """Poll ``condition`` every 0.2 s; fail with ``what`` and ``details()`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{details()}")
+        time.sleep(0.2)
+
+
+class TopicReader:
+    """Reads a whole topic from its beginning, without joining a group, and keeps it."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",  # never joined or committed
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.messages: list[Message] = []
+
+    def poll(self, duration_s: float = 0.2) -> list[Message]:
+        """Read what arrives within ``duration_s``; everything read so far."""
+        deadline = time.monotonic() + duration_s
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            self.messages += [
+                m for m in self._consumer.consume(500, timeout=timeout) if m.error() is None
+            ]
+            if timeout == 0.0:
+                return self.messages
+
+    def wait_for(
+        self, count: int, timeout_s: float, details: Callable[[], str] = str
+    ) -> list[Message]:
+        """Read until ``count`` messages (failing after ``timeout_s``), then SETTLE_S more."""
+        wait_until(
+            lambda: len(self.poll()) >= count,
+            timeout_s,
+            f"{count} messages",
+            lambda: f"{len(self.messages)} read\n{details()}",
+        )
+        return self.poll(SETTLE_S)
+
+    def ids(self) -> Counter[str]:
+        """How many results were read per request id."""
+        return Counter(decode_result(m.value() or b"").id for m in self.messages)
+
+    def workers(self) -> set[str]:
+        """The workers the results read so far came from (``poll`` reads more)."""
+        return {decode_result(m.value() or b"").worker for m in self.messages}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def readiness(port: int) -> tuple[int, str]:
+    """/readyz's status and text; 0 while nothing listens on ``port`` yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+    except urllib.error.URLError:
+        return 0, "not listening"
+
+
+class WorkerProcess:
+    """``torchkafka run`` as a child process (its own session), JSON logs to a file."""
+
+    def __init__(self, log_path: Path, args: list[str]) -> None:
+        self.log_path = log_path
+        command = [sys.executable, "-m", "torchkafka.worker.cli", "--log-format", "json", "run"]
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        with log_path.open("w") as log_file:
+            self.process = subprocess.Popen(
+                [*command, *args],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": path},  # the models of tests/integration
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # teardown can kill its whole process group
+            )
+
+    def terminate_and_wait(self, timeout_s: float) -> int:
+        """SIGTERM, then its exit code (failing if it takes longer than ``timeout_s``)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within {timeout_s} s of SIGTERM\n{self.log_tail()}")
+
+    def assert_running(self) -> None:
+        assert self.process.poll() is None, f"worker exited early\n{self.log_tail()}"
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log events called ``name``."""
+        found = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == name:
+                found.append(event)
+        return found
+
+    @property
+    def worker_id(self) -> str:
+        """Its name in results (``worker_id()`` of the child process)."""
+        return f"{socket.gethostname()}/{self.process.pid}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL its process group (it and any workers it started), if still there."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
