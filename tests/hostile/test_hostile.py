@@ -11,12 +11,9 @@ is printed (``pytest -s``) and written to $TORCHKAFKA_HOSTILE_REPORT if set.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -37,12 +34,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from tests.hostile.corpus import NOTHING, PRODUCER_MAX_BYTES, RESULT, Case, Hostile, cases, valid
+from tests.integration.streams import WorkerProcess
 from torchkafka.codecs import MAX_ERROR_BYTES, decode_result, read_dead_letter_info
 from torchkafka.topology import delete_topics, ensure_topics, worker_topics
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parents[2]
 MODEL = "python:tests.support.worker_models:poison_sensitive_linear"
 #: How much the worker's peak resident memory (VmHWM) may grow over the run, from
 #: where it stood once consuming (torch, the model, its threads: about 550 MiB on the
@@ -72,53 +69,6 @@ class Outcomes:
     results: Counter[str]
     dead_letters: dict[int, list[str]]
     errors: list[str]
-
-
-class WorkerProcess:
-    """``torchkafka run --workers 1`` as a child process (it is the worker), logs to a file."""
-
-    def __init__(self, log_path: Path, args: list[str]) -> None:
-        self.log_path = log_path
-        command = [sys.executable, "-m", "torchkafka.worker.cli", "--log-format", "json", "run"]
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        with log_path.open("w") as log_file:
-            self.process = subprocess.Popen(
-                [*command, *args],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": path},  # the suite's model is under tests/
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_for(self, event: str, timeout_s: float) -> None:
-        """Until the log has ``event``; fails if the worker exits first or ``timeout_s`` passes."""
-        deadline = time.monotonic() + timeout_s
-        while f'"event": "{event}"' not in self.log_path.read_text():
-            assert self.alive(), f"the worker exited\n{self.log_tail()}"
-            assert time.monotonic() < deadline, f"no {event!r} in {timeout_s} s\n{self.log_tail()}"
-            time.sleep(0.1)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def peak_rss_mib(self) -> float:
-        """The process's peak resident set (VmHWM) so far."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        (line,) = (line for line in status.splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-
-    def stop(self, timeout_s: float) -> int | None:
-        """SIGTERM, then the exit code (None: it did not exit within ``timeout_s``, killed)."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            return None
 
 
 @pytest.fixture
@@ -304,17 +254,16 @@ def test_the_worker_survives_hostile_inputs_and_answers_each_as_it_must(
         ],
     )  # fmt: skip
     try:
-        worker.wait_for("consuming", timeout_s=120)
+        worker.wait_for_event("consuming", timeout_s=120)
         start_mib = worker.peak_rss_mib()
         listed = cases(marker, valid_request)
         sent = send_all(Sender(kafka_bootstrap, input_topic), listed)
         outcomes = collect(kafka_bootstrap, output_topic, dead_letter_topic, sent, worker)
         alive = worker.alive()
         peak_mib = worker.peak_rss_mib() if alive else float("nan")
-        exit_code = worker.stop(timeout_s=60) if alive else worker.process.returncode
+        exit_code = worker.terminate_and_wait(60) if alive else worker.process.returncode
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.kill()
+        worker.kill()
     rows = [(s.case.name, s.case.expected, got(s, outcomes)) for s in sent]
     growth_mib = peak_mib - start_mib
     report = table(rows) + (

@@ -144,8 +144,25 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             pytest.fail(f"no exit within {timeout_s} s of SIGTERM\n{self.log_tail()}")
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def assert_running(self) -> None:
-        assert self.process.poll() is None, f"worker exited early\n{self.log_tail()}"
+        assert self.alive(), f"worker exited early\n{self.log_tail()}"
+
+    def wait_for_event(self, name: str, timeout_s: float) -> None:
+        """Until the log has the event ``name``; fails if the worker exits first or later."""
+        deadline = time.monotonic() + timeout_s
+        while not self.events(name):
+            self.assert_running()
+            assert time.monotonic() < deadline, f"no {name!r} in {timeout_s} s\n{self.log_tail()}"
+            time.sleep(0.1)
+
+    def peak_rss_mib(self) -> float:
+        """The process's peak resident set (VmHWM) so far."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        (line,) = (line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The JSON log events called ``name``."""
