@@ -556,7 +556,7 @@ def test_a_batch_slower_than_the_claim_lease_keeps_its_ids_from_another_worker(
     open_reader: Callable[..., TopicReader],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Two workers get the same ids; 1 s batches outlast a 0.6 s lease; each id runs once.
+    """Two workers get the same ids; ids wait 3 s for their batch, over a 1.5 s lease; once each.
 
     The workers are in two groups on one input topic, so both read every
     request, as with a re-submission to another partition. The one that claims
@@ -574,7 +574,7 @@ def test_a_batch_slower_than_the_claim_lease_keeps_its_ids_from_another_worker(
             model=VERY_SLOW_MODEL,
             max_batch_size=4,  # 4 batches: the last one's ids wait 3 s, then run 1 s
             inference_queue_batches=4,
-            claim_ttl_ms=600,
+            claim_ttl_ms=1500,  # renewed every 0.5 s: under the 3 s wait, and room for a busy CPU
             consumer={},
         )
         for _ in range(2)

@@ -358,6 +358,13 @@ class WorkerConfig:
                 f"metrics_port must be 0 (off) to {65536 - self.workers} (one port per "
                 f"worker), got {port}"
             )
+        if self.group_protocol == "consumer" and self.group_instance_id is not None:
+            raise StartupError(
+                "group_instance_id is refused with group_protocol=consumer: under KIP-848 a "
+                "worker restarted after a crash is refused its instance id "
+                "(UNRELEASED_INSTANCE_ID) until the broker's session timeout ends; use static "
+                "membership with the classic protocol"
+            )
 
     @property
     def dedup_namespace(self) -> str:

@@ -233,14 +233,18 @@ def test_group_membership_gives_each_worker_process_its_own_instance_id() -> Non
 
 
 def test_the_consumer_group_protocol_leaves_the_assignment_to_the_broker() -> None:
-    flags = {**REQUIRED, "group_protocol": "consumer", "group_instance_id": "node-a"}
-    config = load_config(None, {}, flags)
-    assert group_membership(config, 1) == {
-        "group.protocol": "consumer",
-        "group.instance.id": "node-a-1",
-    }
+    config = load_config(None, {}, {**REQUIRED, "group_protocol": "consumer"})
+    assert group_membership(config, 1) == {"group.protocol": "consumer"}
     with pytest.raises(StartupError, match="group_protocol"):
         load_config(None, {}, {**REQUIRED, "group_protocol": "kip848"})
+
+
+def test_static_membership_is_refused_with_the_consumer_protocol() -> None:
+    # Measured (bench/rebalance_bench.py): a static member restarted after kill -9 is
+    # refused its instance id until the broker's session timeout, and the worker died.
+    flags = {**REQUIRED, "group_protocol": "consumer", "group_instance_id": "node-a"}
+    with pytest.raises(StartupError, match="UNRELEASED_INSTANCE_ID"):
+        load_config(None, {}, flags)
 
 
 def test_the_batch_memory_bound_defaults_to_512_mib_and_is_set_like_any_setting() -> None:
