@@ -76,7 +76,7 @@ def test_claim_then_mark_done_then_filter(store: DedupStore, redis_client: redis
     store.mark_done(["a", "b"], "w1", 7)
 
     assert store.filter_done(ids) == {"a", "b"}
-    assert redis_client.get(store.done_key("a")) == b"7"
+    assert redis_client.get(store.done_key("a")) == b"7:w1"
     assert not redis_client.exists(store.claim_key("a"), store.claim_key("b"))
     assert redis_client.exists(store.claim_key("c"))
     assert store.claim(ids, "w1", 7) == {"c"}, "done ids are never claimed again"
@@ -148,6 +148,19 @@ def test_renew_extends_only_the_owners_live_claims(
     assert redis_client.get(store.claim_key("older")) == b"3:w1", "renewing keeps the value"
     assert not redis_client.exists(store.claim_key("expired")), "a lapsed claim is not retaken"
     assert store.renew(["mine"], "w2", 9) == set()
+
+
+def test_an_id_marked_done_by_its_owner_meanwhile_is_not_a_lost_claim(store: DedupStore) -> None:
+    """Done-marks are written on another thread than renewals: a mark is no loss."""
+    assert store.claim(["done-here", "done-elsewhere"], "w1", 5) == {
+        "done-here",
+        "done-elsewhere",
+    }
+    store.mark_done(["done-here"], "w1", 5)
+    store.release(["done-elsewhere"], "w1")  # as if it expired...
+    assert store.claim(["done-elsewhere"], "w2", 6) == {"done-elsewhere"}
+    store.mark_done(["done-elsewhere"], "w2", 6)  # ...and another worker ran it too
+    assert store.renew(["done-here", "done-elsewhere"], "w1", 5) == {"done-here"}
 
 
 def test_owner_names_with_colons_are_compared_whole(store: DedupStore) -> None:

@@ -4,7 +4,7 @@ Keys, for an id's UTF-8 bytes ``ID`` (Redis keys are binary-safe, so any id is a
 safe key, and ``done:``/``claim:`` follow a fixed namespace, so no id can name
 another id's key)::
 
-    {namespace}:done:ID    "<token>"            EX done_ttl_s
+    {namespace}:done:ID    "<token>:<owner>"    EX done_ttl_s
     {namespace}:claim:ID   "<token>:<owner>"    PX claim_ttl_ms
     {namespace}:state      "<why> <when>"       no expiry
     {namespace}:running:TOPIC:PARTITION:OFFSET
@@ -128,18 +128,27 @@ return held
 """
 )
 
-# KEYS: claim keys. ARGV: owner, token, claim TTL in ms. Returns 1 for each renewed claim.
+# KEYS: n claim keys, then the n done keys. ARGV: owner, token, claim TTL in ms. Returns 1
+# for each claim renewed, or replaced by this owner's done-mark (done meanwhile), else 0.
 _RENEW = (
     _LUA_HELPERS
     + """
+local n = #KEYS / 2
 local owner, token = ARGV[1], tonumber(ARGV[2])
 local renewed = {}
-for i, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
+for i = 1, n do
+  local current = redis.call('GET', KEYS[i])
   renewed[i] = 0
-  if current and owner_of(current) == owner and token_of(current) <= token then
-    redis.call('PEXPIRE', key, ARGV[3])
-    renewed[i] = 1
+  if current then
+    if owner_of(current) == owner and token_of(current) <= token then
+      redis.call('PEXPIRE', KEYS[i], ARGV[3])
+      renewed[i] = 1
+    end
+  else
+    local done = redis.call('GET', KEYS[n + i])
+    if done and string.find(done, ':', 1, true) and owner_of(done) == owner then
+      renewed[i] = 1
+    end
   end
 end
 return renewed
@@ -151,8 +160,9 @@ _MARK_DONE = (
     _LUA_HELPERS
     + """
 local n = #KEYS / 2
+local mark = ARGV[1] .. ':' .. ARGV[3]
 for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[i], mark, 'EX', ARGV[2])
   release_if_mine(KEYS[n + i], ARGV[3])
 end
 """
@@ -354,12 +364,14 @@ class DedupStore:
         Only claims ``owner`` still holds under ``fencing_token`` or an older
         one are extended. A claim that expired, or that another owner (or a
         newer token) took since, is left alone and missing from the result:
-        the id may be running elsewhere too.
+        the id may be running elsewhere too. An id whose claim ``owner``'s own
+        done-mark replaced (its result was marked on another thread since) is
+        in the result: nothing was lost.
         """
         unique = _unique(ids)
         if not unique:
             return set()
-        keys = [self.claim_key(i) for i in unique]
+        keys = [self.claim_key(i) for i in unique] + [self.done_key(i) for i in unique]
         args = (owner, fencing_token, self._claim_ttl_ms)
         renewed = self._call("renew", lambda: self._renew(keys=keys, args=args))
         return {i for i, flag in zip(unique, renewed, strict=True) if flag}
@@ -369,7 +381,8 @@ class DedupStore:
 
         Call only once the results are acknowledged by the broker. The marks are
         written whoever holds the claims (an expired or lost claim does not
-        change that the result is out); their value is ``fencing_token``.
+        change that the result is out); their value is
+        ``"<fencing_token>:<owner>"``.
         """
         unique = _unique(ids)
         if not unique:
