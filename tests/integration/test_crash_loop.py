@@ -39,6 +39,7 @@ def test_a_record_that_kills_its_workers_is_quarantined_and_the_rest_answered(
         "--max-batch-size", "8", "--max-wait-ms", "5", "--metrics-port", "0",
         # a dead worker's partitions and claims are taken over within seconds
         "--consumer-config", "session.timeout.ms=6000", "--claim-ttl-ms", "3000",
+        "--quarantine-after-crashes", "2",
     ]  # fmt: skip
 
     results = TopicReader(kafka_bootstrap, topics.output, PARTITIONS)

@@ -268,7 +268,7 @@ class DeadLetterSettings:
     quarantine_after_crashes: int = setting(
         "dead-letter a record (quarantined) once this many worker processes died while "
         "running it, instead of running it again; 0 turns the crash-loop guard off",
-        2,
+        3,
     )
 
     def __post_init__(self) -> None:
