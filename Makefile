@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.installed
 PACKAGES := -p torchkafka.codecs -p torchkafka.topology -p torchkafka.worker
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps kafka-jars up down run test hostile lint format bench clean
+.PHONY: help install system-deps kafka-jars up down run test hostile faults lint format bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ install: $(INSTALLED) ## create the virtual environment and install torchkafka[d
 system-deps: ## apt-install Java 17, Maven, kcat and redis-server where missing
 	deploy/local/install-system-deps.sh
 
-kafka-jars: system-deps ## fetch the Kafka broker jars into the cache (Maven)
+kafka-jars: system-deps ## fetch the Kafka broker and tool jars into the cache (Maven)
 	deploy/local/kafka.sh fetch
 
 up: kafka-jars ## start the local Kafka broker and Redis
@@ -48,6 +48,9 @@ test: install kafka-jars lint ## lint, then the whole suite (starts and stops se
 
 hostile: install kafka-jars ## the hostile-input suite alone, printing its table (also in `make test`)
 	$(BIN)/pytest tests/hostile -s $(PYTEST_ARGS)
+
+faults: install kafka-jars ## the fault suite alone (3-node cluster, ~6 min), printing its table (also in `make test`)
+	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy (strict)
 	$(BIN)/ruff check .

@@ -76,13 +76,19 @@ Usage: $PROG COMMAND [ARGS]
 Run a local Apache Kafka $KAFKA_VERSION (KRaft, no ZooKeeper, no Docker).
 
 Commands:
-  fetch                      Download the broker jars with Maven (no-op when cached).
+  fetch                      Download the broker and tool jars with Maven (no-op when cached).
   start [single|cluster]     Start the broker(s) and wait until they answer (default: single).
   stop [single|cluster|all] [--clean]
                              Stop the broker(s) (default: single). --clean also
                              deletes their data, logs and config (fresh start next time).
   status [single|cluster]    Show whether the broker(s) run and answer (default: single).
                              Exit 0: all answer; 1: running but not all answer; 3: stopped.
+  kill [single|cluster] [NODE]
+                             SIGKILL the broker(s), a crash for fault tests (cluster: node
+                             NODE, 1-3, or all of them). \`start\` starts the nodes that are
+                             not running again, with their data.
+  consumer-groups ARGS...    Kafka's kafka-consumer-groups tool from the cached jars, e.g.
+                             consumer-groups --bootstrap-server 127.0.0.1:9192 --describe --group G
   -h, --help                 Show this help.
 
 Modes:
@@ -158,7 +164,11 @@ require_kcat() {
 # Jar cache
 # ---------------------------------------------------------------------------
 
+# The broker's jars are there (start needs no more).
 cache_ready() { [[ -f $LIBS_DIR/$STAMP_FILE ]]; }
+# ... and the command-line tools' (consumer-groups); an older cache lacks them.
+readonly TOOLS_JAR="kafka-tools-$KAFKA_VERSION.jar"
+cache_complete() { cache_ready && [[ -f $LIBS_DIR/$TOOLS_JAR ]]; }
 
 # Removes temp dirs of fetches that were killed long ago (not a concurrent one).
 clean_stale_fetches() {
@@ -188,7 +198,7 @@ mvn_copy_libs() {
 }
 
 cmd_fetch() {
-  if cache_ready; then
+  if cache_complete; then
     log "Kafka $KAFKA_VERSION jars already cached in $LIBS_DIR"
     return 0
   fi
@@ -206,21 +216,26 @@ cmd_fetch() {
     rm -rf "$tmp"
     die "Maven could not fetch the Kafka $KAFKA_VERSION jars (see the output above; is Maven Central reachable?)"
   fi
-  if [[ ! -f $tmp/kafka_2.13-$KAFKA_VERSION.jar || ! -f $tmp/kafka-clients-$KAFKA_VERSION.jar ]]; then
-    rm -rf "$tmp"
-    die "Maven finished but kafka_2.13-$KAFKA_VERSION.jar is missing from the result"
-  fi
+  local jar
+  for jar in "kafka_2.13-$KAFKA_VERSION.jar" "kafka-clients-$KAFKA_VERSION.jar" "$TOOLS_JAR"; do
+    if [[ ! -f $tmp/$jar ]]; then
+      rm -rf "$tmp"
+      die "Maven finished but $jar is missing from the result"
+    fi
+  done
   jars="$(find "$tmp" -maxdepth 1 -name '*.jar' | wc -l)"
   printf 'kafka_version=%s\njars=%s\nfetched_at=%s\n' \
     "$KAFKA_VERSION" "$jars" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp/$STAMP_FILE"
-  # A libs/ without stamp is the leftover of an older, interrupted layout: move
-  # it aside (rename is atomic) before putting the complete one in place.
-  if [[ -e $LIBS_DIR ]] && ! cache_ready; then
+  # A libs/ without stamp is the leftover of an older, interrupted layout, one
+  # without the tools jar that of an older pom.xml: move it aside (rename is
+  # atomic; running brokers keep their open jars) before putting the complete
+  # one in place.
+  if [[ -e $LIBS_DIR ]] && ! cache_complete; then
     mv "$LIBS_DIR" "$(mktemp -u "$CACHE_DIR/libs.old.XXXXXX")"
   fi
   if ! mv -T "$tmp" "$LIBS_DIR" 2>/dev/null; then
     rm -rf "$tmp"
-    cache_ready || die "could not move the fetched jars into $LIBS_DIR"
+    cache_complete || die "could not move the fetched jars into $LIBS_DIR"
     # Another fetch finished first; its result is just as good.
   fi
   trap - EXIT
@@ -449,6 +464,12 @@ print_log_tail() { # node dir
   fi
 }
 
+# SIGKILLs node index $1's broker, pid $2, and waits until it is gone.
+kill_node() {
+  kill -KILL "$2" 2>/dev/null || true
+  while pid_is_node "$2" "${NODE_DIRS[$1]}"; do sleep 0.1; done
+}
+
 # Stops the brokers of the selected mode's node indexes $2...: SIGTERM to all
 # of them at once (a quorum member stopped after the others would wait for the
 # lost majority), up to $1 seconds for them to exit, then SIGKILL.
@@ -475,8 +496,7 @@ stop_nodes() {
   for idx in "${todo[@]}"; do
     if pid_is_node "${pids[idx]}" "${NODE_DIRS[idx]}"; then
       warn "$(node_label "$idx") (pid ${pids[idx]}) did not exit within ${grace}s; sending SIGKILL"
-      kill -KILL "${pids[idx]}" 2>/dev/null || true
-      while pid_is_node "${pids[idx]}" "${NODE_DIRS[idx]}"; do sleep 0.1; done
+      kill_node "$idx" "${pids[idx]}"
     fi
     rm -f "${NODE_DIRS[idx]}/kafka.pid"
     log "Stopped $(node_label "$idx")"
@@ -682,6 +702,39 @@ cmd_stop() {
   esac
 }
 
+# SIGKILLs the broker of node id $2 of mode $1 (every node when $2 is empty):
+# no controlled shutdown, as in a crash. Its pid file goes; its data stays.
+cmd_kill() {
+  select_mode "$1"
+  local idx pid
+  local -a targets=("${!NODE_DIRS[@]}")
+  if [[ -n $2 ]]; then
+    [[ $2 =~ ^[0-9]+$ ]] && (($2 >= 1 && $2 <= ${#NODE_DIRS[@]})) \
+      || usage_error "kill $MODE: no node '$2' (nodes 1-${#NODE_DIRS[@]})"
+    targets=($(($2 - 1)))
+  fi
+  take_lock "$RUN_DIR/.kafka-$MODE.lock"
+  for idx in "${targets[@]}"; do
+    if pid="$(node_pid "${NODE_DIRS[idx]}")"; then
+      kill_node "$idx" "$pid"
+      rm -f "${NODE_DIRS[idx]}/kafka.pid"
+      log "Killed $(node_label "$idx") (pid $pid)"
+    else
+      log "$(node_label "$idx") is not running"
+    fi
+  done
+}
+
+# Runs Kafka's consumer-groups tool (bin/kafka-consumer-groups.sh) with args $@.
+cmd_consumer_groups() {
+  require_java
+  cache_complete || cmd_fetch >&2
+  local -a jvm
+  read -r -a jvm <<<"$JVM_OPTS"
+  exec "$JAVA" -Xmx256m "${jvm[@]}" -cp "$LIBS_DIR/*" \
+    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@"
+}
+
 cmd_status() {
   select_mode "$1"
   require_kcat
@@ -734,6 +787,14 @@ main() {
       (($# <= 1)) || usage_error "$cmd takes at most one argument (single or cluster)"
       if [[ ${1:-} == -h || ${1:-} == --help ]]; then usage; return 0; fi
       "cmd_$cmd" "${1:-single}"
+      ;;
+    kill)
+      (($# <= 2)) || usage_error "kill takes a mode (single or cluster) and a node"
+      if [[ ${1:-} == -h || ${1:-} == --help ]]; then usage; return 0; fi
+      cmd_kill "${1:-single}" "${2:-}"
+      ;;
+    consumer-groups)
+      cmd_consumer_groups "$@"
       ;;
     stop)
       local target="" clean=0 arg
