@@ -12,43 +12,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from torchkafka.worker._argtypes import key_value, positive, positive_float, shape
 from torchkafka.worker._env import kafka_bootstrap, redis_url
 from torchkafka.worker._errors import StartupError, WorkerError
 from torchkafka.worker.config import SETTINGS, Setting, load_config, load_connection
 from torchkafka.worker.ops import configure_logging
-
-
-def _shape(text: str) -> list[int]:
-    try:
-        dims = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        message = f"expected comma-separated integers, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-    if any(dim < 0 for dim in dims):
-        raise argparse.ArgumentTypeError(f"dimensions must be >= 0, got {text!r}")
-    return dims
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
 
 #: How each section's flags are titled in --help.
 SECTION_TITLES = {
@@ -92,7 +60,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: list[str]) -> None:
             group.add_argument(
                 f"{flag}-config",
                 dest=name,
-                type=_key_value,
+                type=key_value,
                 action="append",
                 metavar="KEY=VALUE",
                 help=f"{help_text}; repeatable",
@@ -167,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--input-topic", required=True)
     topics.add_argument("--output-topic", required=True)
     topics.add_argument("--dead-letter-topic", required=True)
-    topics.add_argument("--partitions", type=_positive, default=4, help="input/output partitions")
-    topics.add_argument("--replication-factor", type=_positive, default=1)
+    topics.add_argument("--partitions", type=positive, default=4, help="input/output partitions")
+    topics.add_argument("--replication-factor", type=positive, default=1)
 
     model = commands.add_parser(
         "model",
@@ -212,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka bootstrap servers (default: %(default)s, from KAFKA_BOOTSTRAP if set)",
     )
     demo.add_argument("--redis-url", default=redis_url(), help="Redis for dedup")
-    demo.add_argument("--count", type=_positive, default=3000, help="inputs to send")
-    demo.add_argument("--workers", type=_positive, default=2, help="worker processes")
+    demo.add_argument("--count", type=positive, default=3000, help="inputs to send")
+    demo.add_argument("--workers", type=positive, default=2, help="worker processes")
     demo.add_argument("--model", default="torchvision:resnet18", help="model spec")
     demo.add_argument(
-        "--shape", type=_shape, default=[3, 64, 64], help="uint8 image shape, e.g. 3,224,224"
+        "--shape", type=shape, default=[3, 64, 64], help="uint8 image shape, e.g. 3,224,224"
     )
     return parser
 
@@ -234,12 +202,12 @@ def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     produce.add_argument("--topic", required=True, help="input topic")
     _add_settings(produce, CONNECTION_SETTINGS)
     produce.add_argument(
-        "--count", type=_positive, default=1000, help="requests to send (default: %(default)s)"
+        "--count", type=positive, default=1000, help="requests to send (default: %(default)s)"
     )
     source = produce.add_mutually_exclusive_group()
     source.add_argument(
         "--shape",
-        type=_shape,
+        type=shape,
         default="3,224,224",
         help="synthetic tensor shape (default: %(default)s)",
     )
@@ -252,12 +220,12 @@ def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="synthetic tensor dtype, a wire dtype such as float32 (default: %(default)s)",
     )
     produce.add_argument(
-        "--rate", type=_positive_float, help="messages per second (default: as fast as possible)"
+        "--rate", type=positive_float, help="messages per second (default: as fast as possible)"
     )
     produce.add_argument("--id-prefix", help="request ids are PREFIX-N (default: a random run id)")
     produce.add_argument(
         "--deadline-ms",
-        type=_positive,
+        type=positive,
         help="give each request a deadline this many ms after it is sent (default: none)",
     )
     produce.add_argument(
@@ -294,11 +262,11 @@ def _add_consume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="one table row or one JSON line per result (default: %(default)s)",
     )
     consume.add_argument(
-        "--count", type=_positive, help="stop after this many results (default: no limit)"
+        "--count", type=positive, help="stop after this many results (default: no limit)"
     )
     consume.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         help="stop after this many seconds without a new message (default: %(default)s)",
     )
