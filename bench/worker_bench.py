@@ -87,8 +87,13 @@ def bare_rate(case: Case, budget_s: float) -> tuple[int, float]:
     return on_own_thread(timed)  # as the worker's inference thread runs
 
 
-def end_to_end_rate(case: Case, bootstrap: str, redis_address: str, count: int) -> float:
-    """Results per second of one worker draining ``count`` pre-produced requests."""
+def end_to_end_rate(
+    case: Case, bootstrap: str, redis_address: str, count: int, **settings: object
+) -> float:
+    """Results per second of one worker draining ``count`` pre-produced requests.
+
+    ``settings`` are worker settings on top of the benchmark's own.
+    """
     run = f"torchkafka.bench.{uuid.uuid4().hex[:8]}"
     with bench_topics(bootstrap, redis_address, run) as topics:
         inputs = [synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)]
@@ -108,6 +113,7 @@ def end_to_end_rate(case: Case, bootstrap: str, redis_address: str, count: int) 
                 "max_batch_size": BATCH,
                 "dedup_ttl_s": 600,
                 "metrics_port": 0,  # no HTTP server: nothing to collide with a running worker
+                **settings,
             }
         )
         run_worker_until(config, count, timeout_s=150)

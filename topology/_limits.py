@@ -21,6 +21,8 @@ RECORD_ROOM = 64 * KiB
 DEAD_LETTER_ROOM = 4 * KiB
 #: What a batch may add to the messages librdkafka's ``message.max.bytes`` admits.
 BATCH_FRAMING = 1 * KiB
+#: librdkafka's default ``batch.size``.
+DEFAULT_BATCH_BYTES = 1_000_000
 #: ``receive.message.max.bytes`` in input records. It also caps how far librdkafka
 #: decompresses a zstd batch, and as it grows its buffer in steps (of up to 3x in the
 #: versions measured), it may give up on a batch of a third of the cap: four records'
@@ -66,6 +68,16 @@ class SizeLimits:
             "receive.message.max.bytes": str(RESPONSE_RECORDS * record),
         }
 
-    def producer(self) -> dict[str, str]:
-        """The worker producer's size limit (a librdkafka setting)."""
-        return {"message.max.bytes": str(self.producer_message_bytes)}
+    def producer(self, topics_bytes: int | None = None) -> dict[str, str]:
+        """The worker producer's size limits (librdkafka settings).
+
+        ``topics_bytes``, the smallest ``max.message.bytes`` of the topics it
+        writes to, caps its ``batch.size`` (less a batch's framing): librdkafka
+        then never puts several messages in a batch the broker refuses whole,
+        which would fail every message in it (and an exactly-once
+        transaction); a message over the cap goes in a batch of its own.
+        """
+        settings = {"message.max.bytes": str(self.producer_message_bytes)}
+        if topics_bytes is not None and topics_bytes - BATCH_FRAMING < DEFAULT_BATCH_BYTES:
+            settings["batch.size"] = str(max(1, topics_bytes - BATCH_FRAMING))
+        return settings

@@ -16,7 +16,9 @@ from types import FrameType
 
 import redis
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -28,8 +30,12 @@ from torchkafka.worker.config import DedupSettings, WorkerConfig, group_membersh
 from torchkafka.worker.kafka import (
     ClientReport,
     CommitResults,
+    Committer,
     KafkaPublisher,
     LoopTimings,
+    OffsetCommits,
+    TransactionalOutbox,
+    TransactionCommits,
     WorkerLoop,
     group_has_commits,
     make_admin,
@@ -49,6 +55,7 @@ from torchkafka.worker.pipeline import (
     ImageDecoder,
     InferenceWorker,
     MicroBatcher,
+    Outbox,
     RetrySettings,
     Settlement,
     StagingPool,
@@ -63,6 +70,8 @@ _FIRST_ASK_S = 1.0
 _REDIS_RETRY_S = 0.5
 #: Redis errors that mean it answered, refusing the worker (the store's ping names them).
 _REDIS_REFUSALS = (rx.AuthenticationError, rx.AuthorizationError, rx.ExternalAuthProviderError)
+#: Exactly-once: the broker aborts a transaction open longer (as Kafka Streams does).
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
 def worker_id() -> str:
@@ -118,20 +127,36 @@ def _run(
         )
         health.model_loaded()
         deadline = time.monotonic() + config.operations.startup_timeout_s
-        _check_topics(config, deadline)
+        topics_bytes = _check_topics(config, deadline)
         dedup = _dedup_store(config, me, metrics, health, cleanup, deadline)
         sizes = SizeLimits(DEFAULT_LIMITS.max_message_bytes)
+        exactly_once = config.processing_guarantee == "exactly-once"
         producer = make_producer(
             config.kafka,
-            {"enable.idempotence": True, "linger.ms": 2, "client.id": me, **sizes.producer()},
+            {
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "client.id": me,
+                **sizes.producer(topics_bytes),
+                **(_transactional(config, worker_index) if exactly_once else {}),
+            },
         )
         cleanup.callback(producer.flush, 10)
         publisher = KafkaPublisher(
-            producer, config.output_topic, config.dead_letter_topic, me, metrics
+            producer,
+            config.output_topic,
+            config.dead_letter_topic,
+            me,
+            metrics,
+            transactional=exactly_once,
         )
+        outbox: Outbox = publisher
+        if exactly_once:
+            _init_transactions(producer, deadline)
+            outbox = TransactionalOutbox(publisher)
         limits = config.dead_letters
         guarded = GuardedPublisher(
-            publisher,
+            outbox,
             DeadLetterGuard(
                 limits.dead_letter_max_ratio,
                 limits.dead_letter_window,
@@ -163,6 +188,7 @@ def _run(
                 "client.id": me,
                 "enable.auto.commit": "false",
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
                 **sizes.consumer(),
                 **group_membership(config, worker_index),
             },
@@ -181,15 +207,31 @@ def _run(
             fail_open=config.dedup.redis_outage == "fail-open",
             images=images,
         )
-        marks = DoneMarks(publisher, dedup, me, metrics, fail_open=gate.fail_open)
+        marks = DoneMarks(outbox, dedup, me, metrics, fail_open=gate.fail_open)
         timeouts = config.timeouts
+        settlement = Settlement(gate)
+        commits: Committer = OffsetCommits(
+            consumer, settlement, marks, outbox, commit_results, timeouts.redis_wait_s
+        )
+        if isinstance(outbox, TransactionalOutbox):
+            commits = TransactionCommits(
+                producer,
+                consumer,
+                outbox,
+                settlement,
+                marks,
+                metrics,
+                interval_s=config.transaction_ms / 1000,
+                timeout_s=TRANSACTION_TIMEOUT_MS / 1000,
+                redis_wait_s=timeouts.redis_wait_s,
+            )
         loop = WorkerLoop(
             consumer=consumer,
             input_topic=config.input_topic,
             gate=gate,
-            settlement=Settlement(gate),
+            settlement=settlement,
             marks=marks,
-            publisher=publisher,
+            commits=commits,
             inference=inference,
             batcher=MicroBatcher(
                 model.max_batch_size,
@@ -201,10 +243,8 @@ def _run(
             health=health,
             timings=LoopTimings(
                 drain_s=timeouts.drain_s,
-                shutdown_redis_wait_s=timeouts.redis_wait_s,
                 claim_renew_s=config.dedup.claim_ttl_ms / 1000 / 3,
             ),
-            commit_results=commit_results,
         )
         reloader = Reloader(
             lambda: inference.swap_runtime(build_runtime(model, device, config.workers)),
@@ -222,6 +262,24 @@ def _run(
         log.info("consuming", topic=config.input_topic, group=config.group_id)
         loop.run(stop)
         log.info("stopped")
+
+
+def _transactional(config: WorkerConfig, worker_index: int) -> dict[str, str | int]:
+    """Exactly-once producer settings: worker ``worker_index``'s stable transactional.id."""
+    prefix = config.transactional_id or f"{config.group_id}.{socket.gethostname()}"
+    return {
+        "transactional.id": f"{prefix}-{worker_index}",
+        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
+
+
+def _init_transactions(producer: Producer, deadline: float) -> None:
+    """Register the transactional.id (fencing and aborting a predecessor's), begin one."""
+    try:
+        producer.init_transactions(max(1.0, deadline - time.monotonic()))
+        producer.begin_transaction()
+    except KafkaException as exc:
+        raise StartupError(f"cannot start Kafka transactions: {exc.args[0]}") from exc
 
 
 def _dedup_store(
@@ -345,25 +403,41 @@ def _redis_problem(client: redis.Redis) -> str | None:
     return None
 
 
-def _check_topics(config: WorkerConfig, deadline: float) -> None:
+def _check_topics(config: WorkerConfig, deadline: float) -> int | None:
+    """Check that the topics exist; the smallest ``max.message.bytes`` of those written to.
+
+    None if the topics' settings cannot be read (an ACL may deny it): the
+    producer keeps its own limit then.
+    """
+    report = ClientReport()
+    admin = make_admin(config.kafka, report)
     wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
-    missing = sorted(wanted - _kafka_topics(config, deadline))
+    missing = sorted(wanted - _kafka_topics(config, admin, report, deadline))
     if missing:
         raise StartupError(
             f"topics {missing} do not exist on {config.kafka.bootstrap}; create them first "
             "(torchkafka topics create ...)"
         )
+    written = [config.output_topic, config.dead_letter_topic]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in written]
+    try:
+        described = admin.describe_configs(resources, request_timeout=_FIRST_ASK_S * 10)
+        limits = [int(future.result()["max.message.bytes"].value) for future in described.values()]
+    except (KafkaException, KeyError, ValueError) as exc:
+        log.warning("cannot read the topics' max.message.bytes", error=str(exc))
+        return None
+    return min(limits)
 
 
-def _kafka_topics(config: WorkerConfig, deadline: float) -> set[str]:
+def _kafka_topics(
+    config: WorkerConfig, admin: AdminClient, report: ClientReport, deadline: float
+) -> set[str]:
     """The cluster's topics, asked for with more patience each time until ``deadline``.
 
-    What the client says meanwhile goes to a ``ClientReport``, not the log: a
+    What ``admin`` says meanwhile goes to its ``report``, not the log: a
     broker that refuses the worker (credentials, TLS) ends the wait at once,
     and the ``StartupError`` names the most telling thing the client said.
     """
-    report = ClientReport()
-    admin = make_admin(config.kafka, report)
     patience_s = min(_FIRST_ASK_S, config.operations.startup_timeout_s)
     while True:
         began = time.monotonic()

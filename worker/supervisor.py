@@ -23,7 +23,11 @@ log = structlog.get_logger(__name__)
 
 
 def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -> int:
-    """Start ``config.workers`` processes; on SIGTERM/SIGINT stop them all; exit code."""
+    """Start ``config.workers`` processes; on SIGTERM/SIGINT stop them all; the exit code.
+
+    That is 0, or the first failed worker's own code (2: it could not start),
+    1 when it was killed by a signal.
+    """
     context = multiprocessing.get_context("spawn")  # no forked torch/librdkafka state
     processes = [
         context.Process(
@@ -58,7 +62,8 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
             process.join(timeout=0.2)
             if process.exitcode is not None:
                 processes.remove(process)
-                failed += process.exitcode != 0
+                if process.exitcode != 0 and not failed:
+                    failed = process.exitcode if process.exitcode > 0 else 1
                 if process.exitcode != 0 and not stopping.is_set():
                     log.error("worker exited", name=process.name, exitcode=process.exitcode)
     if processes:  # one failed: stop the others too
@@ -67,7 +72,7 @@ def run_processes(config: WorkerConfig, log_format: LogFormat, log_level: str) -
             process.join(config.timeouts.stop_grace_s)  # their drain, then the kill
             if process.is_alive():
                 process.kill()
-    return 1 if failed else 0
+    return failed
 
 
 def _child(config: WorkerConfig, index: int, log_format: LogFormat, log_level: str) -> None:

@@ -204,11 +204,13 @@ class Scenario:
         resent: frozenset[str] = frozenset(),
         notes: str = "",
         observe: Callable[[], tuple[str, list[str]]] | None = None,
+        exactly_once: bool = False,
     ) -> Row:
         """Wait for commits at the end, SIGTERM the workers, read both topics, check, report.
 
         ``resent``: ids sent again, which may have a second result. ``observe``,
         called once the workers stopped: a note for the table and violations.
+        ``exactly_once``: a second result is a violation whatever the kills.
         """
         idle_at = stream.finish()
         committed_s = self._wait_committed_at_end(idle_at)
@@ -219,9 +221,8 @@ class Scenario:
             self.stop(worker)
         results = self.results.read_to_end()
         dead = TopicTail(BOOTSTRAP, self.topics.dead_letters, 1, dead_letters=True).read_to_end()
-        row, violations = evaluate(
-            self.name, stream, results, dead, self.kills, resent, KILL_WINDOW_S
-        )
+        window_s = 0.0 if exactly_once else KILL_WINDOW_S  # no second result explained
+        row, violations = evaluate(self.name, stream, results, dead, self.kills, resent, window_s)
         row.committed_s = committed_s
         row.exits = [w.exit_code for w in self.workers if w.exit_code is not None]
         observed, observed_violations = observe() if observe else ("", [])

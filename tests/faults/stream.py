@@ -174,6 +174,8 @@ class TopicTail:
                 "bootstrap.servers": bootstrap,
                 "group.id": f"faults-reader-{uuid.uuid4().hex}",  # never joined or committed
                 "enable.auto.commit": False,
+                # Exactly-once results count once committed: aborted ones are never read.
+                "isolation.level": "read_committed",
             }
         )
         self._tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]

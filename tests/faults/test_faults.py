@@ -28,6 +28,8 @@ from tests.integration.streams import wait_until
 KILL_IDS, KILL_RATE, KILLS = 20_000, 400, 5
 #: The other scenarios' streams: ids and requests per second.
 IDS, RATE = 3_000, 150
+#: The exactly-once scenario: ids, requests per second, kills.
+EOS_IDS, EOS_RATE, EOS_KILLS = 6_000, 300, 3
 
 OpenScenario = Callable[[str], Scenario]
 
@@ -45,6 +47,32 @@ def test_kill_9_of_a_worker_five_times(open_scenario: OpenScenario) -> None:
             scenario.kill(workers[slot])
             workers[slot] = scenario.spawn()
     scenario.finish(stream)
+
+
+def test_kill_9_of_an_exactly_once_worker(open_scenario: OpenScenario) -> None:
+    """Exactly-once workers SIGKILLed mid-transaction and restarted with their transactional
+    ids: a read_committed reader sees each id once, however the kills fall."""
+    scenario = open_scenario(f"exactly-once, kill -9 x{EOS_KILLS}")
+
+    def start(slot: int) -> FaultWorker:
+        return scenario.spawn(
+            "--processing-guarantee", "exactly-once",
+            "--transactional-id", f"{scenario.group}-{slot}",
+        )  # fmt: skip
+
+    workers = [start(slot) for slot in range(3)]
+    for worker in workers:
+        scenario.wait_joined(worker)
+    scenario.wait_balanced()
+    stream = scenario.stream(EOS_IDS, EOS_RATE)
+    with stream.held():
+        for k in range(EOS_KILLS):
+            stream.wait_sent((k + 1) / (EOS_KILLS + 2))
+            slot = k % len(workers)
+            scenario.wait_answering(workers[slot])
+            scenario.kill(workers[slot])
+            workers[slot] = start(slot)
+    scenario.finish(stream, exactly_once=True)
 
 
 def nothing_moved(scenario: Scenario) -> tuple[str, list[str]]:

@@ -87,7 +87,13 @@ def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> No
     assert producer.flush(30) == 0
 
 
-def read(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[Message]:
+def read(
+    bootstrap: str,
+    topic: str,
+    expect: int,
+    timeout_s: float = 60.0,
+    isolation: str = "read_committed",
+) -> list[Message]:
     """Read ``topic`` from the start until ``expect`` messages (or the timeout)."""
     consumer = Consumer(
         {
@@ -95,6 +101,7 @@ def read(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> li
             "group.id": f"reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "isolation.level": isolation,
         }
     )
     consumer.subscribe([topic])

@@ -89,3 +89,15 @@ def test_a_redis_nobody_listens_on_ends_start_up_after_the_bound(
     )
     assert_one_clear_line(events, "Connection refused", STARTUP_TIMEOUT_S + SLACK_S)
     assert f"127.0.0.1:{port}" in events[-1]["error"]
+
+
+def test_a_worker_of_run_workers_that_cannot_start_makes_the_supervisor_exit_2(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    port = free_port()
+    events = start_up(  # checks the exit code
+        topics,
+        "--workers", "2",
+        "--bootstrap", kafka_bootstrap, "--redis-url", f"redis://127.0.0.1:{port}/0",
+    )  # fmt: skip
+    assert any(e["event"] == "cannot start" for e in events), events[-5:]

@@ -1,4 +1,4 @@
-"""An in-memory consumer for unit tests of the polling loop: no broker, no threads.
+"""An in-memory consumer (and transactional producer) for unit tests of the polling loop.
 
 ``FakeConsumer`` keeps partitions of records, an assignment, paused partitions
 and a log of commits. Rebalances are scheduled with ``rebalance`` and run from
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 Callback = Callable[[object, list[TopicPartition]], None]
 Key = tuple[str, int]
@@ -111,14 +111,15 @@ class FakeConsumer:
         records.extend([report] * count)
 
     def seek(self, partition: TopicPartition) -> None:
-        self._position[(partition.topic, partition.partition)] = partition.offset
+        assert partition.offset >= 0 or partition.offset == OFFSET_BEGINNING, partition
+        self._position[(partition.topic, partition.partition)] = max(0, partition.offset)
 
     def rebalance(self, kind: str, keys: Iterable[Key]) -> None:
         """Run ``on_assign``, ``on_revoke`` or ``on_lost`` for ``keys`` in the next consume."""
         assert kind in {"assign", "revoke", "lost"}, kind
         self._rebalances.append((kind, list(keys)))
 
-    def committed(self) -> dict[Key, int]:
+    def committed_offsets(self) -> dict[Key, int]:
         """The last committed offset of each partition, by the commit log."""
         latest: dict[Key, int] = {}
         for commit in self.log:
@@ -181,6 +182,18 @@ class FakeConsumer:
         )
         return None if asynchronous else offsets
 
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float | None = None
+    ) -> list[TopicPartition]:
+        latest = self.committed_offsets()
+        return [
+            TopicPartition(tp.topic, tp.partition, latest.get((tp.topic, tp.partition), -1001))
+            for tp in partitions
+        ]
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in partitions}
 
@@ -218,4 +231,88 @@ class FakeConsumer:
             raise KafkaException(self.close_error)
 
     def _committed_or_zero(self, key: Key) -> int:
-        return self.committed().get(key, 0)
+        return self.committed_offsets().get(key, 0)
+
+
+@dataclass
+class FakeTransactionalProducer:
+    """A transactional producer whose transactions commit into ``consumer``'s group.
+
+    A committed transaction appends its messages to ``topics`` (what a
+    read_committed reader sees) and its offsets to the consumer's commit log.
+    """
+
+    consumer: FakeConsumer
+    #: Committed messages' values, per topic.
+    topics: dict[str, list[bytes | None]] = field(default_factory=dict)
+    #: Errors that the next ``commit_transaction`` calls raise, one per call.
+    commit_errors: list[KafkaError] = field(default_factory=list)
+    #: Errors that the next produced messages' deliveries report, one per message.
+    delivery_errors: list[KafkaError] = field(default_factory=list)
+    in_transaction: bool = False
+    aborted: int = 0
+    _open: list[tuple[str, bytes | None]] = field(default_factory=list)
+    _offsets: dict[Key, int] = field(default_factory=dict)
+    _reports: list[tuple[Callable[[KafkaError | None, object], None], KafkaError | None]] = field(
+        default_factory=list
+    )
+
+    @property
+    def open_messages(self) -> int:
+        """Messages produced in the open transaction."""
+        return len(self._open)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+        on_delivery: Callable[[KafkaError | None, object], None] | None = None,
+    ) -> None:
+        assert self.in_transaction, "produce outside a transaction"
+        assert on_delivery is not None
+        self._open.append((topic, value))
+        error = self.delivery_errors.pop(0) if self.delivery_errors else None
+        self._reports.append((on_delivery, error))
+
+    def poll(self, timeout: float = 0) -> int:
+        reports, self._reports = self._reports, []
+        for on_delivery, error in reports:
+            on_delivery(error, None)
+        return len(reports)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+    def begin_transaction(self) -> None:
+        assert not self.in_transaction, "a transaction is open already"
+        self.in_transaction = True
+
+    def send_offsets_to_transaction(
+        self, positions: list[TopicPartition], metadata: object, timeout: float = -1
+    ) -> None:
+        assert self.in_transaction
+        self._offsets.update({(tp.topic, tp.partition): tp.offset for tp in positions})
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        assert self.in_transaction
+        if self.commit_errors:
+            raise KafkaException(self.commit_errors.pop(0))
+        for topic, value in self._open:
+            self.topics.setdefault(topic, []).append(value)
+        if self._offsets:
+            self.consumer.log.append(Commit(dict(self._offsets), asynchronous=False))
+        self._end()
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        """Abort: messages not yet reported are purged, as librdkafka reports them."""
+        self.aborted += 1
+        purged = KafkaError(KafkaError._PURGE_QUEUE)
+        self._reports = [(on_delivery, purged) for on_delivery, _ in self._reports]
+        self._end()
+
+    def _end(self) -> None:
+        self._open, self._offsets = [], {}
+        self.in_transaction = False

@@ -24,6 +24,8 @@ RedisOutage = Literal["pause", "fail-open"]
 RedisStateLoss = Literal["pause", "continue"]
 #: The consumer group protocol: the classic one, or KIP-848's (Kafka 4.0 and later).
 GroupProtocol = Literal["classic", "consumer"]
+#: What a worker promises about results: at least one per input, or exactly one (transactions).
+Guarantee = Literal["at-least-once", "exactly-once"]
 Backend = Literal["eager", "torchscript", "compile", "tensorrt", "int8"]
 Precision = Literal["fp32", "fp16", "bf16"]
 SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
@@ -343,6 +345,24 @@ class WorkerConfig:
         "Kafka 4.0+; session.timeout.ms is then the broker's group.consumer.session.timeout.ms)",
         "classic",
     )
+    processing_guarantee: Guarantee = setting(
+        "at-least-once (offsets committed once results are acknowledged: a worker killed "
+        "between the two answers its records again), or exactly-once (results, dead letters "
+        "and input offsets committed in one Kafka transaction; readers of the output topic "
+        "must use isolation.level=read_committed)",
+        "at-least-once",
+    )
+    transaction_ms: int = setting(
+        "exactly-once: how often the open transaction is committed; results become visible "
+        "to read_committed readers only then",
+        100,
+    )
+    transactional_id: str | None = setting(
+        "exactly-once: worker i of --workers produces as ID-i; keep it stable across restarts "
+        "so a restarted worker fences its predecessor and aborts its open transaction at once "
+        "(default: GROUP_ID.HOSTNAME)",
+        None,
+    )
     workers: int = setting("worker processes in this group, started by `run`", 1)
     kafka: KafkaConnection = section(KafkaConnection)
     batching: BatchingSettings = section(BatchingSettings)
@@ -351,7 +371,7 @@ class WorkerConfig:
     operations: OperationsSettings = section(OperationsSettings)
 
     def __post_init__(self) -> None:
-        _positive(self, "workers")
+        _positive(self, "workers", "transaction_ms")
         port = self.operations.metrics_port
         if not 0 <= port <= 65536 - self.workers:
             raise StartupError(

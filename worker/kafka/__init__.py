@@ -1,7 +1,9 @@
 """The Kafka edge: the polling loop, records in from the consumer, results out through the producer.
 
-``WorkerLoop`` is the only place that consumes, pauses, commits and handles
-rebalances; ``KafkaPublisher`` implements the pipeline's ``Publisher``.
+``WorkerLoop`` is the only place that consumes, pauses and handles
+rebalances; it commits through a ``Committer`` (``OffsetCommits`` for
+at-least-once, ``TransactionCommits`` for exactly-once).
+``KafkaPublisher`` implements the pipeline's ``Publisher``.
 """
 
 from torchkafka.worker.kafka._clients import (
@@ -10,7 +12,7 @@ from torchkafka.worker.kafka._clients import (
     make_consumer,
     make_producer,
 )
-from torchkafka.worker.kafka._commits import CommitResults
+from torchkafka.worker.kafka._commits import CommitResults, Committer, OffsetCommits
 from torchkafka.worker.kafka._consumer import (
     assign_paused,
     is_record,
@@ -20,12 +22,17 @@ from torchkafka.worker.kafka._consumer import (
 from torchkafka.worker.kafka._group import group_has_commits
 from torchkafka.worker.kafka._loop import LoopTimings, WorkerLoop
 from torchkafka.worker.kafka._publisher import KafkaPublisher
+from torchkafka.worker.kafka._transactions import TransactionalOutbox, TransactionCommits
 
 __all__ = [
     "ClientReport",
     "CommitResults",
+    "Committer",
     "KafkaPublisher",
     "LoopTimings",
+    "OffsetCommits",
+    "TransactionCommits",
+    "TransactionalOutbox",
     "WorkerLoop",
     "assign_paused",
     "group_has_commits",

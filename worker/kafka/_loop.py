@@ -2,9 +2,11 @@
 
 One step: consume a batch of records, admit them (decode, dedup), add them to
 the micro-batcher, hand full or due batches to the inference thread, then
-settle what the broker acknowledged and Redis marked done (``DoneMarks``
-marks on its own thread as delivery reports arrive; ``Settlement`` turns
-them into commit points) and commit. When ``Backpressure`` says so (a lasting backlog,
+settle and commit what is done through the ``Committer``: at-least-once,
+offsets once the broker acknowledged the results and Redis marked them done
+(``DoneMarks`` marks on its own thread as delivery reports arrive);
+exactly-once, results and offsets in one transaction, rewinding to the last
+commit when one is aborted. When ``Backpressure`` says so (a lasting backlog,
 or Redis away) the assigned partitions are paused and polling goes on, so the
 group never sees a stalled member. Each step is a heartbeat for the liveness
 probe.
@@ -19,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from torchkafka.worker._errors import WorkerError
-from torchkafka.worker.kafka._commits import CommitResults
+from torchkafka.worker.kafka._commits import Committer
 from torchkafka.worker.kafka._consumer import RecordReader, assign_paused, topic_partitions
 from torchkafka.worker.ops import Health, RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline import (
@@ -35,14 +37,12 @@ from torchkafka.worker.pipeline import (
     Gate,
     InferenceWorker,
     MicroBatcher,
-    Outbox,
     Parking,
     PauseReason,
     Settlement,
     TopicPartitionKey,
     batch_tensor,
     intake_limit,
-    result_ids,
 )
 
 log = structlog.get_logger(__name__)
@@ -54,8 +54,6 @@ class LoopTimings:
 
     #: How long a rebalance or shutdown waits for in-flight batches.
     drain_s: float = 30.0
-    #: How long shutdown waits for Redis to take the done-marks it holds.
-    shutdown_redis_wait_s: float = 10.0
     #: How often the claims of work in progress are renewed (a third of their TTL).
     claim_renew_s: float = 10.0
     #: How long to wait for room in a full inference queue before polling again.
@@ -78,14 +76,13 @@ class WorkerLoop:
         gate: Gate,
         settlement: Settlement,
         marks: DoneMarks,
-        publisher: Outbox,
+        commits: Committer,
         inference: InferenceWorker,
         batcher: MicroBatcher[Admitted],
         poll_batch: int,
         metrics: WorkerMetrics,
         health: Health,
         timings: LoopTimings,
-        commit_results: CommitResults,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
@@ -94,7 +91,7 @@ class WorkerLoop:
         self._gate = gate
         self._settlement = settlement
         self._marks = marks
-        self._publisher = publisher
+        self._commits = commits
         self._inference = inference
         self._batcher = batcher
         self._poll_batch = poll_batch
@@ -109,8 +106,6 @@ class WorkerLoop:
         self._paused = False
         self._epoch = 0
         self._assigned: set[TopicPartitionKey] = set()
-        self._committed: dict[TopicPartitionKey, int] = {}  # the latest points sent
-        self._commit_results = commit_results
         self._lag_due = 0.0
         self._renew_due = clock() + timings.claim_renew_s
 
@@ -146,6 +141,8 @@ class WorkerLoop:
     def step(self) -> None:
         """One iteration: poll, admit, batch, submit, settle, pause or resume."""
         self._raise_if_inference_failed()
+        if self._commits.aborted:
+            self._rewind()
         if self._ready:  # the inference queue is full: wait for room, not for records
             self._inference.wait_for_room(self._timings.backlog_wait_s)
         messages = self._consumer.consume(self._intake_limit(), self._poll_timeout())
@@ -175,12 +172,8 @@ class WorkerLoop:
             self._settle(timeout_s=0.05)
         if not self._inference.stop(max(0.0, deadline - self._clock())):
             log.error("the inference thread did not finish its batches in time")
-        self._publisher.flush(max(0.0, deadline - self._clock()))
-        self._marks.mark_now()
-        self._settle()
-        self._settle_held_marks()
-        # Synchronously, everything: earlier asynchronous commits may still be in flight.
-        self._commit({**self._committed, **self._settlement.committable()}, asynchronous=False)
+        self._commits.settle_all(max(0.0, deadline - self._clock()))
+        self._commits.finish()
         unsent = sum(len(batch) for batch in self._ready)
         parked = len(self._parking)
         self._release_queued()
@@ -236,12 +229,8 @@ class WorkerLoop:
             self._ready.popleft()
 
     def _settle(self, timeout_s: float = 0.0) -> None:
-        """Settle what was marked done (waiting up to ``timeout_s``), commit, renew claims."""
-        if self._marks.failure is not None:
-            raise self._marks.failure
-        self._settlement.settle(self._marks.take(timeout_s))
-        self._commit(self._settlement.committable(), asynchronous=True)
-        self._recommit_refused()
+        """Settle and commit what is done (waiting up to ``timeout_s``), renew claims."""
+        self._commits.settle(timeout_s)
         self._renew_claims()
 
     def _renew_claims(self) -> None:
@@ -261,59 +250,6 @@ class WorkerLoop:
 
     def _redis_away(self) -> bool:
         return self._gate_blocked or self._marks.holding
-
-    def _settle_held_marks(self) -> None:
-        """Shutdown: wait a while for Redis to take the held marks, then settle without them."""
-        deadline = self._clock() + self._timings.shutdown_redis_wait_s
-        while self._marks.holding and self._clock() < deadline:
-            self._marks.mark_now(0.05)  # a failing try is quick while Redis's breaker is open
-            self._settle()
-        if self._marks.holding:
-            # Committing a delivered result without its mark loses nothing, and the
-            # restarted group does not run its record again; only a later replay or
-            # re-submission of its id gets a second result. Holding the commit
-            # instead would redo every one of them.
-            held = self._marks.give_up_held()
-            self._settlement.settle(held)
-            ids = result_ids(held)
-            log.error(
-                "redis still away at shutdown: committing delivered results without "
-                "done-marks; a replay or re-submission of these ids gets a second result",
-                waited_s=self._timings.shutdown_redis_wait_s,
-                count=len(ids),
-                ids=ids[:20],
-            )
-
-    def _commit(self, offsets: dict[TopicPartitionKey, int], asynchronous: bool) -> None:
-        """Commit ``offsets``; a refused synchronous commit is logged, never raised.
-
-        Refused (seen by ``CommitResults``: here for a synchronous commit,
-        through ``on_commit`` for an asynchronous one), the commit is sent again
-        at the next settle while the partitions are this worker's; once they
-        are not, their next owner resumes from the last commit that was taken,
-        which redoes answered records (dedup skips them) but loses none.
-        """
-        if not offsets:
-            return
-        self._committed.update(offsets)
-        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if asynchronous:
-            self._consumer.commit(offsets=partitions, asynchronous=True)
-            return
-        try:
-            results = self._consumer.commit(offsets=partitions, asynchronous=False)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            self._commit_results.on_commit(error, partitions)
-            return
-        self._commit_results.on_commit(None, results)  # notes any partition refused
-
-    def _recommit_refused(self) -> None:
-        """After a refused commit, send the latest commit points of assigned partitions again."""
-        if not self._commit_results.take_refused():
-            return
-        again = {key: o for key, o in self._committed.items() if key in self._assigned}
-        self._commit(again, asynchronous=True)
 
     def _pause_or_resume(self) -> None:
         backlogged = bool(self._ready) or len(self._parking) >= self._capacity()
@@ -374,22 +310,19 @@ class WorkerLoop:
         dropped = self._drop_queued(mine)
         self._gate.release(dropped)
         if lost:
-            self._settlement.revoke(keys)
+            self._commits.forget(keys)
             self._wait_for_in_flight()
         else:
-            self._wait_for_in_flight()
-            final = {key: o for key, o in self._committed.items() if key in keys}
-            self._commit({**final, **self._settlement.revoke(keys)}, asynchronous=False)
-        for key in keys:
-            self._committed.pop(key, None)
+            self._commits.release(keys, finished=self._wait_for_in_flight())
         self._assigned -= keys
         self._metrics.forget_partitions(keys)
         log.info("revoked", partitions=sorted(keys), lost=lost, dropped=len(dropped))
 
-    def _wait_for_in_flight(self) -> None:
+    def _wait_for_in_flight(self) -> bool:
         """Wait (up to the drain time) for the submitted batches' results, and settle them.
 
-        A failed inference thread finishes nothing more: no wait then.
+        A failed inference thread finishes nothing more: no wait then. False
+        when batches are still running at the deadline.
         """
         deadline = self._clock() + self._timings.drain_s
         while (
@@ -398,9 +331,26 @@ class WorkerLoop:
             and self._clock() < deadline
         ):
             self._settle(timeout_s=0.05)
-        self._publisher.flush(max(0.0, deadline - self._clock()))
-        self._marks.mark_now()
-        self._settle()
+        finished = self._inference.failure is not None or self._inference.idle()
+        self._commits.settle_all(max(0.0, deadline - self._clock()))
+        return finished
+
+    def _rewind(self) -> None:
+        """Exactly-once, after an abort: run everything since the last commit again.
+
+        The queued work is dropped, the submitted work runs out (what it
+        publishes is dropped), every claim is given up, and the partitions
+        are read again from their committed offsets.
+        """
+        self._release_queued()
+        if not self._wait_for_in_flight():
+            raise WorkerError(
+                "an aborted transaction's batches did not finish within the drain time; "
+                "stopping so that none of their results lands in the next transaction"
+            )
+        self._gate.release_all()
+        self._settlement.revoke(self._assigned)
+        self._commits.rewind(topic_partitions(self._assigned))
 
     def _release_queued(self) -> None:
         """Give up the claims of work never submitted, so other workers need not wait them out."""

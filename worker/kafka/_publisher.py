@@ -9,7 +9,7 @@ counts them: ``Record.received_s`` is on the ``time.monotonic`` clock).
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -22,6 +22,8 @@ from torchkafka.worker.pipeline import Delivery, Outcome, Record
 
 #: What to do instead when the broker or the producer refuses a message as too large.
 TooLarge = Callable[[KafkaError], None]
+#: Results refused as too large that are remembered (the oldest are forgotten first).
+REMEMBERED_REFUSALS = 1024
 
 
 class KafkaPublisher:
@@ -34,6 +36,8 @@ class KafkaPublisher:
         dead_letter_topic: str,
         worker_id: str,
         metrics: WorkerMetrics,
+        *,
+        transactional: bool = False,
     ) -> None:
         self._producer = producer
         self._output_topic = output_topic
@@ -41,18 +45,29 @@ class KafkaPublisher:
         self._worker_id = worker_id
         self._metrics = metrics
         self._completed: deque[Delivery] = deque()
+        self._transactional = transactional
+        #: Transactional: results the broker refused as too large, by input place.
+        self._refused: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
         """Publish ``record``'s result (key = the input's key).
 
         A result over a size limit (the producer's ``message.max.bytes``, or
         the output topic's ``max.message.bytes``) becomes the input's dead
-        letter, ``result_too_large``.
+        letter, ``result_too_large``. In a transaction, a refusal in a delivery
+        report fails the transaction instead: the refusal is remembered, and
+        when the record runs again its dead letter goes at once.
         """
+        refused = self._refused.pop(_place(record), None)
 
-        def too_large(error: KafkaError) -> None:
-            detail = f"the result is {len(value)} bytes, over a size limit: {error.str()}"
+        def too_large(error: KafkaError | str) -> None:
+            limit = error if isinstance(error, str) else error.str()
+            detail = f"the result is {len(value)} bytes, over a size limit: {limit}"
             self.dead_letter(record, WorkerReason.RESULT_TOO_LARGE, detail, request_id)
+
+        if refused is not None:
+            too_large(refused)
+            return
 
         self._produce(
             self._output_topic,
@@ -140,6 +155,11 @@ class KafkaPublisher:
         """Wait for outstanding deliveries; returns how many are still outstanding."""
         return int(self._producer.flush(timeout_s))
 
+    def _remember_refusal(self, record: Record, error: KafkaError) -> None:
+        self._refused[_place(record)] = f"{error.str()} (refused by the broker)"
+        if len(self._refused) > REMEMBERED_REFUSALS:
+            self._refused.popitem(last=False)
+
     def _produce(
         self,
         topic: str,
@@ -162,8 +182,11 @@ class KafkaPublisher:
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is not None and too_large is not None and _too_large(error):
-                too_large(error)
-                return
+                if not self._transactional:
+                    too_large(error)
+                    return
+                if outcome is Outcome.RESULT:  # no replacement joins a failed transaction
+                    self._remember_refusal(record, error)
             failed = None if error is None else _delivery_failed(topic, error)
             completed.append(Delivery(record, outcome, failed, request_id, published_s))
 
@@ -183,6 +206,10 @@ class KafkaPublisher:
                     raise
                 too_large(error)
                 return
+
+
+def _place(record: Record) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def _header_bytes(headers: list[tuple[str, str | bytes | None]]) -> int:

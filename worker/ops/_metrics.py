@@ -24,6 +24,8 @@ MARK_DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: The ``outcome`` label: what was published for an input record.
 OUTCOMES = ("result", "dead_letter")
+#: The ``outcome`` label of exactly-once transactions.
+TRANSACTION_OUTCOMES = ("committed", "aborted")
 
 
 class RetryKind(StrEnum):
@@ -125,7 +127,21 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self._transactions = Counter(
+            "torchkafka_transactions_total",
+            "Exactly-once transactions, committed or aborted (an abort re-runs their records)",
+            ["outcome"],
+            registry=r,
+        )
+        self._transaction_commit = Histogram(
+            "torchkafka_transaction_commit_seconds",
+            "Exactly-once: flushing the producer, sending the offsets and committing",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         ProcessCollector(registry=r)
+        for outcome in TRANSACTION_OUTCOMES:
+            self._transactions.labels(outcome)
         for reason in [*Reason, *WorkerReason]:
             self._dead_letters.labels(reason.value)
         for kind in RetryKind:
@@ -187,6 +203,15 @@ class WorkerMetrics:
     def claims_lost(self, n: int) -> None:
         """``n`` claims on ids in progress were found lost when renewed."""
         self._claims_lost.inc(n)
+
+    def transaction_committed(self, commit_s: float) -> None:
+        """A transaction was committed; its commit took ``commit_s``."""
+        self._transactions.labels("committed").inc()
+        self._transaction_commit.observe(commit_s)
+
+    def transaction_aborted(self) -> None:
+        """A transaction was aborted: its records run again."""
+        self._transactions.labels("aborted").inc()
 
     def consumer_lag(self, partition: tuple[str, int], lag: int) -> None:
         """Records of ``partition`` not yet read by this worker."""

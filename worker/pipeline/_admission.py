@@ -147,7 +147,13 @@ class Gate:
         Releasing the claims is best effort: they expire anyway.
         """
         self._images.cancel(a.input for a in dropped)
-        ids = [a.request.id for a in dropped]
+        self._give_up([a.request.id for a in dropped])
+
+    def release_all(self) -> None:
+        """Give up the claims of every id in flight (their work was thrown away: it runs again)."""
+        self._give_up(list(self._in_flight))
+
+    def _give_up(self, ids: list[str]) -> None:
         self._forget(ids)
         try:
             self._dedup.release(ids, self._owner)

@@ -42,6 +42,8 @@ def open_reader(
     Without ``from_beginning`` a new group starts at the end of each
     partition, so join before producing what it should read. Offsets are never
     committed: a reader does not change where the group's next reader starts.
+    It reads committed messages only: an exactly-once worker's aborted results
+    are never shown.
     """
     consumer = Consumer(
         {
@@ -49,6 +51,7 @@ def open_reader(
             "group.id": group_id,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed",
         }
     )
     consumer.subscribe(list(topics))

@@ -7,7 +7,7 @@ from confluent_kafka import Consumer, Producer
 
 from torchkafka.codecs import MAX_MESSAGE_BYTES, DeadLetterInfo, Reason, dead_letter_headers
 from torchkafka.topology import SizeLimits, TopicSpec, worker_topics
-from torchkafka.topology._limits import DEAD_LETTER_ROOM
+from torchkafka.topology._limits import BATCH_FRAMING, DEAD_LETTER_ROOM
 
 LIMITS = SizeLimits()
 #: Kafka's longest topic name, and a long host/pid.
@@ -56,3 +56,14 @@ def test_worker_topics_carry_the_limits() -> None:
         TopicSpec("out", 8, 3, {"max.message.bytes": str(limits.output_record_bytes)}),
         TopicSpec("dlq", 1, 3, {"max.message.bytes": str(limits.output_record_bytes)}),
     ]
+
+
+def test_the_producer_batches_stay_under_the_topics_it_writes_to() -> None:
+    # Topics made by `topics create`: librdkafka's own batch size (1 MB) is smaller.
+    assert LIMITS.producer(LIMITS.output_record_bytes) == LIMITS.producer()
+    # A smaller topic: a batch of several messages, framing included, fits it.
+    assert LIMITS.producer(50_000) == {
+        "message.max.bytes": str(LIMITS.producer_message_bytes),
+        "batch.size": str(50_000 - BATCH_FRAMING),
+    }
+    Producer({"bootstrap.servers": "127.0.0.1:1", **LIMITS.producer(1500)}).flush(0)

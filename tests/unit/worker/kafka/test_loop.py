@@ -1,147 +1,19 @@
-"""The polling loop's branches, without a broker: an in-memory consumer, outbox and dedup.
-
-The inference thread, batcher, gate and settlement are the real ones, with a
-tiny CPU model; only Kafka and Redis are in memory (``tests.support``).
-"""
+"""The polling loop's branches, without a broker: an in-memory consumer, outbox and dedup."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
-import torch
 from confluent_kafka import KafkaError
-from torch import nn
 
-from tests.support.fake_kafka import Commit, FakeConsumer
-from tests.support.fakes import MemoryDedup, MemoryOutbox
-from tests.support.runtimes import WAIT_S, Doubling, Gated, make_runtime
-from torchkafka.codecs import DEFAULT_LIMITS, Request, encode_request
+from tests.support.fake_kafka import Commit
+from tests.support.runtimes import WAIT_S, Gated
+from tests.unit.worker.kafka.loops import MAX_BATCH, QUEUE_BATCHES, TOPIC, FakeClock, request
 from torchkafka.worker import DeadLetterLimitExceeded, DeliveryFailed, WorkerError
-from torchkafka.worker.kafka import CommitResults, LoopTimings, WorkerLoop
-from torchkafka.worker.ops import Health, WorkerMetrics
-from torchkafka.worker.pipeline import (
-    DeadLetterGuard,
-    DoneMarks,
-    Gate,
-    GuardedPublisher,
-    ImageDecoder,
-    InferenceWorker,
-    MicroBatcher,
-    Publisher,
-    Settlement,
-    StagingPool,
-)
-
-TOPIC = "in"
-OWNER = "me"
-MAX_BATCH = 4
-QUEUE_BATCHES = 2
-
-
-class FakeClock:
-    """Time that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Loop:
-    """A WorkerLoop over in-memory Kafka and Redis, with helpers to drive it."""
-
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        timings: LoopTimings | None = None,
-        guard: DeadLetterGuard | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        fail_open: bool = False,
-    ) -> None:
-        self.consumer = FakeConsumer()
-        self.commit_results = CommitResults()
-        self.health = Health(threading.Event())
-        self.health.model_loaded()
-        self.consumer.on_commit = self.commit_results.on_commit
-        self.outbox = MemoryOutbox()
-        self.dedup = MemoryDedup()
-        publisher: Publisher = (
-            self.outbox if guard is None else GuardedPublisher(self.outbox, guard)
-        )
-        self.gate = Gate(
-            publisher,
-            self.dedup,
-            DEFAULT_LIMITS,
-            "x",
-            OWNER,
-            fail_open=fail_open,
-            images=ImageDecoder(1),
-        )
-        self.marks = DoneMarks(self.outbox, self.dedup, OWNER, WorkerMetrics(), fail_open=False)
-        runtime = make_runtime(model or Doubling(), pipelined=False)
-        self.inference = InferenceWorker(
-            runtime, StagingPool(pin_memory=False), publisher, OWNER, QUEUE_BATCHES, WorkerMetrics()
-        )
-        self.loop = WorkerLoop(
-            consumer=self.consumer,  # type: ignore[arg-type]
-            input_topic=TOPIC,
-            gate=self.gate,
-            settlement=Settlement(self.gate),
-            marks=self.marks,
-            publisher=self.outbox,
-            inference=self.inference,
-            batcher=MicroBatcher(MAX_BATCH, 0.0),
-            poll_batch=16,
-            metrics=WorkerMetrics(),
-            health=self.health,
-            timings=timings or LoopTimings(),
-            commit_results=self.commit_results,
-            clock=clock,
-        )
-
-    def start(self, *partitions: int) -> None:
-        self.inference.start()
-        self.marks.start()
-        self.loop.subscribe()
-        self.consumer.rebalance("assign", [(TOPIC, p) for p in partitions])
-
-    def send(self, partition: int, *ids: str) -> None:
-        self.consumer.add(TOPIC, partition, [request(i) for i in ids])
-
-    def step_until(self, done: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not done():
-            assert time.monotonic() < deadline, "the loop did not get there"
-            self.loop.step()
-
-    def committed(self, partition: int) -> int:
-        return self.consumer.committed().get((TOPIC, partition), 0)
-
-    def close(self) -> None:
-        self.inference.stop(WAIT_S)
-        self.marks.stop(WAIT_S)
-
-
-def request(request_id: str) -> bytes:
-    return encode_request(Request(id=request_id, inputs={"x": torch.ones(2)}))
-
-
-@pytest.fixture
-def make_loop() -> Iterator[Callable[..., Loop]]:
-    loops: list[Loop] = []
-
-    def make(**kwargs: object) -> Loop:
-        loop = Loop(**kwargs)  # type: ignore[arg-type]
-        loops.append(loop)
-        return loop
-
-    yield make
-    for loop in loops:
-        loop.close()
+from torchkafka.worker.kafka import LoopTimings
+from torchkafka.worker.pipeline import DeadLetterGuard
 
 
 def test_every_record_gets_one_result_and_the_commits_reach_the_end(make_loop) -> None:
@@ -312,7 +184,7 @@ def test_shutdown_releases_the_claims_of_batches_never_submitted(make_loop) -> N
 
 def test_shutdown_with_redis_away_commits_delivered_results_without_marks(make_loop) -> None:
     model = Gated()
-    loop = make_loop(model=model, timings=LoopTimings(shutdown_redis_wait_s=0.1))
+    loop = make_loop(model=model, redis_wait_s=0.1)
     loop.start(0)
     loop.send(0, "a", "b")
     loop.step_until(model.entered.is_set)

@@ -122,7 +122,7 @@ def test_each_worker_has_its_own_registry() -> None:
 
 def test_names_are_unique_prefixed_in_base_units_and_documented(metrics: WorkerMetrics) -> None:
     names = exported_names(metrics)
-    assert len(names) == len(set(names)) == 16
+    assert len(names) == len(set(names)) == 18
     assert not [n for n in names if re.search(r"_(ms|milliseconds|kb|mb)(_|$)", n)]
     section = DOC.read_text().partition("## Metrics and health")[2].partition("\n## ")[0]
     documented = set(re.findall(r"^\| `(torchkafka_[a-z_]+)` \|", section, re.MULTILINE))
