@@ -168,14 +168,21 @@ def _text(value: str | bytes) -> str:
 class TopicTail:
     """Reads a topic from its beginning, without a group; ``follow`` keeps reading on a thread."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, dead_letters: bool = False):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        dead_letters: bool = False,
+        isolation: str = "read_committed",
+    ):
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": f"faults-reader-{uuid.uuid4().hex}",  # never joined or committed
                 "enable.auto.commit": False,
-                # Exactly-once results count once committed: aborted ones are never read.
-                "isolation.level": "read_committed",
+                # Exactly-once results count once committed: aborted ones are not read.
+                "isolation.level": isolation,
             }
         )
         self._tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]

@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
-from tests.faults.cluster import PARTITIONS, crash_node, restart_crashed
+from tests.faults.cluster import BOOTSTRAP, PARTITIONS, crash_node, restart_crashed
 from tests.faults.harness import Scenario
+from tests.faults.stream import TopicTail
 from tests.faults.workers import FaultWorker
 from tests.integration.helpers import run_cli
 from tests.integration.streams import wait_until
@@ -72,7 +73,16 @@ def test_kill_9_of_an_exactly_once_worker(open_scenario: OpenScenario) -> None:
             scenario.wait_answering(workers[slot])
             scenario.kill(workers[slot])
             workers[slot] = start(slot)
-    scenario.finish(stream, exactly_once=True)
+
+    def aborted_copies() -> tuple[str, list[str]]:
+        """What the kills threw away: results a read_uncommitted reader sees twice."""
+        output = scenario.topics.output
+        tail = TopicTail(BOOTSTRAP, output, PARTITIONS, isolation="read_uncommitted")
+        everything = tail.read_to_end()
+        aborted = len(everything) - len({a.id for a in everything})
+        return f"results in aborted transactions (read_uncommitted): {aborted}", []
+
+    scenario.finish(stream, exactly_once=True, observe=aborted_copies)
 
 
 def nothing_moved(scenario: Scenario) -> tuple[str, list[str]]:
