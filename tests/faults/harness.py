@@ -96,11 +96,33 @@ class Scenario:
 
     def spawn_joined(self, count: int, *extra: str) -> list[FaultWorker]:
         """Start ``count`` workers; wait until each holds partitions of a stable group."""
-        workers = [self.spawn(*extra) for _ in range(count)]
+        return self.spawn_slots(count, lambda _slot: self.spawn(*extra))
+
+    def spawn_slots(self, count: int, start: Callable[[int], FaultWorker]) -> list[FaultWorker]:
+        """Start ``count`` workers with ``start(slot)``; wait until each holds partitions of a
+        stable group."""
+        workers = [start(slot) for slot in range(count)]
         for worker in workers:
             self.wait_joined(worker)
         self.wait_balanced()
         return workers
+
+    def kill_in_turns(
+        self,
+        stream: Stream,
+        workers: list[FaultWorker],
+        kills: int,
+        restart: Callable[[int], FaultWorker],
+    ) -> None:
+        """While ``stream`` runs, SIGKILL ``kills`` answering workers in turn, evenly spread
+        over the stream; each is replaced by ``restart(slot)``."""
+        with stream.held():
+            for k in range(kills):
+                stream.wait_sent((k + 1) / (kills + 2))
+                slot = k % len(workers)
+                self.wait_answering(workers[slot])
+                self.kill(workers[slot])
+                workers[slot] = restart(slot)
 
     def wait_balanced(self) -> None:
         """Wait until the group is stable, each running worker holding input partitions."""

@@ -40,13 +40,7 @@ def test_kill_9_of_a_worker_five_times(open_scenario: OpenScenario) -> None:
     scenario = open_scenario(f"kill -9 x{KILLS}")
     workers = scenario.spawn_joined(3)
     stream = scenario.stream(KILL_IDS, KILL_RATE)
-    with stream.held():
-        for k in range(KILLS):
-            stream.wait_sent((k + 1) / (KILLS + 2))
-            slot = k % len(workers)
-            scenario.wait_answering(workers[slot])
-            scenario.kill(workers[slot])
-            workers[slot] = scenario.spawn()
+    scenario.kill_in_turns(stream, workers, KILLS, lambda _slot: scenario.spawn())
     scenario.finish(stream)
 
 
@@ -61,18 +55,9 @@ def test_kill_9_of_an_exactly_once_worker(open_scenario: OpenScenario) -> None:
             "--transactional-id", f"{scenario.group}-{slot}",
         )  # fmt: skip
 
-    workers = [start(slot) for slot in range(3)]
-    for worker in workers:
-        scenario.wait_joined(worker)
-    scenario.wait_balanced()
+    workers = scenario.spawn_slots(3, start)
     stream = scenario.stream(EOS_IDS, EOS_RATE)
-    with stream.held():
-        for k in range(EOS_KILLS):
-            stream.wait_sent((k + 1) / (EOS_KILLS + 2))
-            slot = k % len(workers)
-            scenario.wait_answering(workers[slot])
-            scenario.kill(workers[slot])
-            workers[slot] = start(slot)
+    scenario.kill_in_turns(stream, workers, EOS_KILLS, start)
 
     def aborted_copies() -> tuple[str, list[str]]:
         """What the kills threw away: results a read_uncommitted reader sees twice."""
@@ -101,10 +86,7 @@ def test_sigterm_rolling_restart(open_scenario: OpenScenario) -> None:
             "--consumer-config", "session.timeout.ms=30000",
         )  # fmt: skip
 
-    workers = [start(slot) for slot in range(2)]
-    for worker in workers:
-        scenario.wait_joined(worker)
-    scenario.wait_balanced()
+    workers = scenario.spawn_slots(2, start)
     stream = scenario.stream(IDS, RATE)
     with stream.held():
         for slot in range(2):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from time import monotonic as now
 
 from torchkafka.codecs import Result, decode_result
 from torchkafka.worker import DedupStateLost, DeliveryFailed, TransientError
-from torchkafka.worker.pipeline import Delivery, Outcome, Place, Record
+from torchkafka.worker.pipeline import Delivery, Handoff, Outcome, Place, Record
 
 
 class MemoryOutbox:
@@ -27,8 +26,7 @@ class MemoryOutbox:
         self.reasons: list[str] = []
         self.refuse: set[str] = set()
         self.raise_on_result: Exception | None = None
-        self._pending: list[Delivery] = []
-        self._arrived = threading.Condition()
+        self._pending: Handoff[Delivery] = Handoff()
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
         if self.raise_on_result is not None:
@@ -50,11 +48,7 @@ class MemoryOutbox:
         self._deliver(Delivery(record, Outcome.DEAD_LETTER, failed, request_id, now()))
 
     def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
-        with self._arrived:
-            if not self._pending and timeout_s > 0:
-                self._arrived.wait(timeout_s)
-            done, self._pending = self._pending, []
-        return done
+        return self._pending.take(timeout_s)
 
     def flush(self, timeout_s: float) -> int:
         return 0
@@ -69,9 +63,7 @@ class MemoryOutbox:
         return None
 
     def _deliver(self, delivery: Delivery) -> None:
-        with self._arrived:
-            self._pending.append(delivery)
-            self._arrived.notify_all()
+        self._pending.put([delivery])
 
 
 class MemoryDedup:

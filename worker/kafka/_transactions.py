@@ -43,6 +43,7 @@ from torchkafka.worker.ops import WorkerMetrics
 from torchkafka.worker.pipeline import (
     Delivery,
     DoneMarks,
+    Handoff,
     Record,
     Settlement,
     TopicPartitionKey,
@@ -74,8 +75,7 @@ class TransactionalOutbox:
         self._discarded = 0
         #: Why the open transaction cannot commit (a produce was refused), if it cannot.
         self.failure: str | None = None
-        self._committed: list[Delivery] = []
-        self._arrived = threading.Condition()
+        self._committed: Handoff[Delivery] = Handoff()
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
         """Publish ``record``'s result in the open transaction (dropped while rewinding)."""
@@ -107,11 +107,7 @@ class TransactionalOutbox:
 
     def completed(self, timeout_s: float = 0.0) -> list[Delivery]:
         """Deliveries of the transactions committed since the last call (waits ``timeout_s``)."""
-        with self._arrived:
-            if not self._committed and timeout_s > 0:
-                self._arrived.wait(timeout_s)
-            done, self._committed = self._committed, []
-        return done
+        return self._committed.take(timeout_s)
 
     def flush(self, timeout_s: float) -> int:
         """Wait for outstanding deliveries; how many are still outstanding."""
@@ -123,9 +119,7 @@ class TransactionalOutbox:
 
     def committed(self, deliveries: list[Delivery]) -> None:
         """``deliveries``' transaction is committed: hand them to ``completed``."""
-        with self._arrived:
-            self._committed += deliveries
-            self._arrived.notify_all()
+        self._committed.put(deliveries)
 
     def discard(self) -> None:
         """Drop every produce from now on (an aborted transaction's work still running)."""

@@ -15,6 +15,7 @@ from torchkafka.worker.pipeline._dedup import Dedup, DedupStore
 from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
 from torchkafka.worker.pipeline._done_marks import DoneMarks
+from torchkafka.worker.pipeline._handoff import Handoff
 from torchkafka.worker.pipeline._images import (
     DecodingImage,
     ImageDecoder,
@@ -45,6 +46,7 @@ __all__ = [
     "DoneMarks",
     "Gate",
     "GuardedPublisher",
+    "Handoff",
     "ImageDecoder",
     "InferenceWorker",
     "MicroBatcher",

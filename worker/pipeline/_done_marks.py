@@ -23,6 +23,7 @@ from torchkafka.worker._errors import TransientError, WorkerError
 from torchkafka.worker.ops import WorkerMetrics
 from torchkafka.worker.pipeline._dedup import Dedup
 from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, result_ids
+from torchkafka.worker.pipeline._handoff import Handoff
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +59,7 @@ class DoneMarks:
         self._fail_open = fail_open
         self._serving = threading.Lock()
         self._held: list[Delivery] = []
-        self._marked: list[Delivery] = []
-        self._arrived = threading.Condition()
+        self._marked: Handoff[Delivery] = Handoff()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fencing_token = 0
@@ -91,11 +91,7 @@ class DoneMarks:
 
         Failed deliveries come through unmarked, for the caller to act on.
         """
-        with self._arrived:
-            if not self._marked and timeout_s > 0:
-                self._arrived.wait(timeout_s)
-            marked, self._marked = self._marked, []
-        return marked
+        return self._marked.take(timeout_s)
 
     def give_up_held(self) -> list[Delivery]:
         """The held deliveries, given up without their done-marks (shutdown, Redis still away)."""
@@ -138,6 +134,4 @@ class DoneMarks:
                 error=str(exc),
             )
         self._held = []
-        with self._arrived:
-            self._marked += deliveries
-            self._arrived.notify_all()
+        self._marked.put(deliveries)
