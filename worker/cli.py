@@ -335,7 +335,7 @@ def _dedup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         config = load_config(args.config, os.environ, {**flags, **unused})
     except StartupError as exc:
         parser.error(str(exc))
-    from torchkafka.worker.app import accept_dedup_loss
+    from torchkafka.worker._redis_setup import accept_dedup_loss
 
     try:
         accept_dedup_loss(config)

@@ -20,14 +20,24 @@ from torchkafka.worker.kafka._consumer import (
     topic_partitions,
 )
 from torchkafka.worker.kafka._group import group_has_commits
+from torchkafka.worker.kafka._group_watch import STATISTICS_INTERVAL_MS, GroupWatch
 from torchkafka.worker.kafka._loop import LoopTimings, WorkerLoop
 from torchkafka.worker.kafka._publisher import KafkaPublisher
+from torchkafka.worker.kafka._startup import (
+    TRANSACTION_TIMEOUT_MS,
+    check_topics,
+    init_transactions,
+    transactional_settings,
+)
 from torchkafka.worker.kafka._transactions import TransactionalOutbox, TransactionCommits
 
 __all__ = [
+    "STATISTICS_INTERVAL_MS",
+    "TRANSACTION_TIMEOUT_MS",
     "ClientReport",
     "CommitResults",
     "Committer",
+    "GroupWatch",
     "KafkaPublisher",
     "LoopTimings",
     "OffsetCommits",
@@ -35,11 +45,14 @@ __all__ = [
     "TransactionalOutbox",
     "WorkerLoop",
     "assign_paused",
+    "check_topics",
     "group_has_commits",
+    "init_transactions",
     "is_record",
     "make_admin",
     "make_consumer",
     "make_producer",
     "record_from_message",
     "topic_partitions",
+    "transactional_settings",
 ]

@@ -13,8 +13,9 @@ from confluent_kafka import KafkaError
 from redis import exceptions as rx
 from structlog.testing import capture_logs
 
-from torchkafka.worker import StartupError, app
+from torchkafka.worker import StartupError, _redis_setup
 from torchkafka.worker.config import DedupSettings, build_config
+from torchkafka.worker.kafka import check_topics
 from torchkafka.worker.kafka._clients import ClientReport
 
 REQUIRED = {"model": "python:m:f", "input_topic": "in", "output_topic": "out"}
@@ -67,7 +68,7 @@ def test_a_broker_nobody_listens_on_is_one_startup_error_after_the_timeout() -> 
     )
     began = time.monotonic()
     with capture_logs() as logs, pytest.raises(StartupError) as error:
-        app._check_topics(config, began + 1.5)
+        check_topics(config, began + 1.5)
     assert 1.5 <= time.monotonic() - began < 3.0
     assert f"Kafka at 127.0.0.1:{port} does not answer within 1.5 s: " in str(error.value)
     assert "Connection refused" in str(error.value)
@@ -92,9 +93,9 @@ class Pings:
 def test_redis_that_comes_up_within_the_timeout_is_waited_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(app, "_REDIS_RETRY_S", 0.01)
+    monkeypatch.setattr(_redis_setup, "REDIS_RETRY_S", 0.01)
     pings = Pings(rx.ConnectionError("refused"), rx.TimeoutError("timed out"))
-    app._wait_for_redis(pings.client(), 30, time.monotonic() + 30)
+    _redis_setup._wait_for_redis(pings.client(), 30, time.monotonic() + 30)
     assert pings.errors == []
 
 
@@ -107,23 +108,23 @@ def test_redis_that_answers_at_all_ends_the_wait_for_the_store_to_judge(
     answer: rx.RedisError,
 ) -> None:
     pings = Pings(answer, rx.ConnectionError("never asked again"))
-    app._wait_for_redis(pings.client(), 30, time.monotonic() + 30)
+    _redis_setup._wait_for_redis(pings.client(), 30, time.monotonic() + 30)
     assert len(pings.errors) == 1
 
 
 def test_redis_nobody_listens_on_is_a_startup_error_naming_it_after_the_timeout() -> None:
     settings = DedupSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = app._redis_client(settings, "test")  # the worker's own: no retries of its own
+    client = _redis_setup.redis_client(settings, "test")  # the worker's own: no retries of its own
     began = time.monotonic()
     with pytest.raises(StartupError, match=r"redis does not answer within 1 s: .*refused"):
-        app._wait_for_redis(client, 1.0, began + 1.0)
+        _redis_setup._wait_for_redis(client, 1.0, began + 1.0)
     assert 1.0 <= time.monotonic() - began < 2.5
     client.close()
 
 
 def test_readiness_hears_of_redis_through_one_ping() -> None:
-    assert app._redis_problem(Pings().client()) is None
+    assert _redis_setup.redis_problem(Pings().client()) is None
     refused = Pings(rx.ConnectionError("Error 111 connecting to 127.0.0.1:6390."))
-    assert app._redis_problem(refused.client()) == (
+    assert _redis_setup.redis_problem(refused.client()) == (
         "redis is unusable: Error 111 connecting to 127.0.0.1:6390."
     )
