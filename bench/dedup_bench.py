@@ -1,11 +1,12 @@
 """Per-message cost of dedup in Redis, for batch sizes 1, 32 and 256 side by side.
 
-Each message on the happy path costs three DedupStore calls per poll batch:
-filter_done -> claim -> mark_done. For each batch size, in interleaved rounds,
-fresh ids go through the three calls (about ``--messages`` ids per size and
-round) against REDIS_URL (default: the local Redis); the table gives median
-µs per message for each call and their sum. Keys live under a fresh namespace
-and are deleted at the end. Run: python bench/dedup_bench.py [--rounds N]
+Each message on the happy path costs two DedupStore calls per poll batch:
+claim (which also tells the ids already done) -> mark_done. For each batch
+size, in interleaved rounds, fresh ids go through the two calls (about
+``--messages`` ids per size and round) against REDIS_URL (default: the local
+Redis); the table gives median µs per message for each call and their sum.
+Keys live under a fresh namespace and are deleted at the end.
+Run: python bench/dedup_bench.py [--rounds N]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torchkafka.worker import redis_url
 from torchkafka.worker.pipeline import DedupStore, RetrySettings
 
 BATCH_SIZES = (1, 32, 256)
-CALLS = ("filter_done", "claim", "mark_done")
+CALLS = ("claim", "mark_done")
 
 
 def measure(store: DedupStore, batch: int, messages: int) -> dict[str, float]:
@@ -32,15 +33,12 @@ def measure(store: DedupStore, batch: int, messages: int) -> dict[str, float]:
     spent = dict.fromkeys(CALLS, 0.0)
     for ids in batches:
         start = time.perf_counter()
-        store.filter_done(ids)
-        claimed = time.perf_counter()
         store.claim(ids, "bench-owner", 1)
-        marked = time.perf_counter()
+        claimed = time.perf_counter()
         store.mark_done(ids, "bench-owner", 1)
         end = time.perf_counter()
-        spent["filter_done"] += claimed - start
-        spent["claim"] += marked - claimed
-        spent["mark_done"] += end - marked
+        spent["claim"] += claimed - start
+        spent["mark_done"] += end - claimed
     count = len(batches) * batch
     return {name: seconds / count * 1e6 for name, seconds in spent.items()}
 

@@ -4,7 +4,6 @@ producing and reading back."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import redis
 import torch
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from tests.support.ports import free_port as free_port  # re-exported for the tests
 from torchkafka.codecs import Request, encode_request
 from torchkafka.worker import WorkerConfig
 from torchkafka.worker.app import run_worker
@@ -131,12 +131,6 @@ def committed_equals_end(bootstrap: str, group: str, topic: str, partitions: int
     finally:
         consumer.close()
     return all(committed[p] == ends[p] or (ends[p] == 0 and committed[p] < 0) for p in ends)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrivateRedis:

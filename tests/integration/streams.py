@@ -23,6 +23,7 @@ import torch
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from tests.integration.helpers import request_value
+from tests.support.ports import get
 from torchkafka.codecs import decode_result
 
 ROOT = Path(__file__).parents[2]
@@ -110,13 +111,10 @@ class TopicReader:
 def readiness(port: int) -> tuple[int, str]:
     """/readyz's status and text; 0 while nothing listens on ``port`` yet."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read().decode()
+        status, _, text = get(f"http://127.0.0.1:{port}/readyz")
     except urllib.error.URLError:
         return 0, "not listening"
+    return status, text
 
 
 class WorkerProcess:

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from torchkafka.worker import DedupStateLost, TransientError, WorkerError
 from torchkafka.worker.config import RedisStateLoss
 from torchkafka.worker.ops import WorkerMetrics
-from torchkafka.worker.pipeline import DedupStore, RetrySettings
+from torchkafka.worker.pipeline import Claims, DedupStore, RetrySettings
 from torchkafka.worker.pipeline._crash_guard import RUN_MARK_TTL_S
 
 DONE_TTL_S = 60
@@ -67,20 +67,21 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 3.0) -> bool:
     return condition()
 
 
-def test_claim_then_mark_done_then_filter(store: DedupStore, redis_client: redis.Redis) -> None:
+def test_claim_then_mark_done_then_claim_again(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
     ids = ["a", "b", "c"]
-    assert store.filter_done(ids) == set()
-    assert store.claim(ids, "w1", 7) == set(ids)
+    assert store.claim(ids, "w1", 7) == Claims(done=set(), held=set(ids))
     assert redis_client.get(store.claim_key("a")) == b"7:w1"
 
     store.mark_done(["a", "b"], "w1", 7)
 
-    assert store.filter_done(ids) == {"a", "b"}
     assert redis_client.get(store.done_key("a")) == b"7:w1"
     assert not redis_client.exists(store.claim_key("a"), store.claim_key("b"))
     assert redis_client.exists(store.claim_key("c"))
-    assert store.claim(ids, "w1", 7) == {"c"}, "done ids are never claimed again"
-    assert store.claim(ids, "w2", 8) == set()
+    # Done ids are never claimed again; the claim says which are done.
+    assert store.claim(ids, "w1", 7) == Claims(done={"a", "b"}, held={"c"})
+    assert store.claim(ids, "w2", 8) == Claims(done={"a", "b"}, held=set())
 
 
 def test_done_mark_has_the_configured_ttl(store: DedupStore, redis_client: redis.Redis) -> None:
@@ -101,37 +102,37 @@ def test_mark_done_without_a_live_claim_still_marks(
 
     store.mark_done(["unclaimed", "theirs"], "w1", 3)
 
-    assert store.filter_done(["unclaimed", "theirs"]) == {"unclaimed", "theirs"}
+    assert store.claim(["unclaimed", "theirs"], "w3", 3).done == {"unclaimed", "theirs"}
     assert redis_client.get(store.claim_key("theirs")) == b"3:w2", "another owner's claim stays"
 
 
 def test_another_owners_claim_blocks_whatever_its_token(store: DedupStore) -> None:
-    assert store.claim(["x"], "w1", 5) == {"x"}
-    assert store.claim(["x"], "w2", 5) == set()
-    assert store.claim(["x"], "w2", 6) == set()
+    assert store.claim(["x"], "w1", 5).held == {"x"}
+    assert store.claim(["x"], "w2", 5).held == set()
+    assert store.claim(["x"], "w2", 6).held == set()
 
 
 def test_reclaim_renews_with_same_or_newer_token_only(
     store: DedupStore, redis_client: redis.Redis
 ) -> None:
     key = store.claim_key("x")
-    assert store.claim(["x"], "w1", 5) == {"x"}
+    assert store.claim(["x"], "w1", 5).held == {"x"}
     redis_client.pexpire(key, 1_000)
 
-    assert store.claim(["x"], "w1", 5) == {"x"}
+    assert store.claim(["x"], "w1", 5).held == {"x"}
     assert redis_client.pttl(key) > 5_000, "the lease was renewed"
-    assert store.claim(["x"], "w1", 6) == {"x"}
+    assert store.claim(["x"], "w1", 6).held == {"x"}
     assert redis_client.get(key) == b"6:w1"
 
-    assert store.claim(["x"], "w1", 4) == set(), "a stale generation is fenced off"
+    assert store.claim(["x"], "w1", 4).held == set(), "a stale generation is fenced off"
     assert redis_client.get(key) == b"6:w1"
 
 
 def test_renew_extends_only_the_owners_live_claims(
     store: DedupStore, redis_client: redis.Redis
 ) -> None:
-    assert store.claim(["mine", "older", "expired"], "w1", 5) == {"mine", "older", "expired"}
-    assert store.claim(["theirs"], "w2", 5) == {"theirs"}
+    assert store.claim(["mine", "older", "expired"], "w1", 5).held == {"mine", "older", "expired"}
+    assert store.claim(["theirs"], "w2", 5).held == {"theirs"}
     redis_client.set(store.claim_key("older"), b"3:w1")
     redis_client.set(store.claim_key("newer"), b"6:w1")  # this owner under a newer token
     redis_client.delete(store.claim_key("expired"))
@@ -152,56 +153,57 @@ def test_renew_extends_only_the_owners_live_claims(
 
 def test_an_id_marked_done_by_its_owner_meanwhile_is_not_a_lost_claim(store: DedupStore) -> None:
     """Done-marks are written on another thread than renewals: a mark is no loss."""
-    assert store.claim(["done-here", "done-elsewhere"], "w1", 5) == {
+    assert store.claim(["done-here", "done-elsewhere"], "w1", 5).held == {
         "done-here",
         "done-elsewhere",
     }
     store.mark_done(["done-here"], "w1", 5)
     store.release(["done-elsewhere"], "w1")  # as if it expired...
-    assert store.claim(["done-elsewhere"], "w2", 6) == {"done-elsewhere"}
+    assert store.claim(["done-elsewhere"], "w2", 6).held == {"done-elsewhere"}
     store.mark_done(["done-elsewhere"], "w2", 6)  # ...and another worker ran it too
     assert store.renew(["done-here", "done-elsewhere"], "w1", 5) == {"done-here"}
 
 
 def test_owner_names_with_colons_are_compared_whole(store: DedupStore) -> None:
-    assert store.claim(["x"], "host:1:abc", 1) == {"x"}
-    assert store.claim(["x"], "host:1", 1) == set()
-    assert store.claim(["x"], "1:abc", 1) == set()
-    assert store.claim(["x"], "host:1:abc", 1) == {"x"}
+    assert store.claim(["x"], "host:1:abc", 1).held == {"x"}
+    assert store.claim(["x"], "host:1", 1).held == set()
+    assert store.claim(["x"], "1:abc", 1).held == set()
+    assert store.claim(["x"], "host:1:abc", 1).held == {"x"}
 
 
 def test_release_drops_only_the_owners_claims(store: DedupStore, redis_client: redis.Redis) -> None:
-    assert store.claim(["a", "b"], "w1", 1) == {"a", "b"}
-    assert store.claim(["c"], "w2", 1) == {"c"}
+    assert store.claim(["a", "b"], "w1", 1).held == {"a", "b"}
+    assert store.claim(["c"], "w2", 1).held == {"c"}
 
     store.release(["a", "c", "never-claimed"], "w1")
 
     assert not redis_client.exists(store.claim_key("a"))
     assert redis_client.exists(store.claim_key("b"))
     assert redis_client.exists(store.claim_key("c"))
-    assert store.claim(["a"], "w2", 1) == {"a"}
+    assert store.claim(["a"], "w2", 1).held == {"a"}
 
 
 def test_duplicate_ids_in_a_batch(store: DedupStore) -> None:
-    assert store.claim(["a", "a", "b"], "w1", 1) == {"a", "b"}
+    assert store.claim(["a", "a", "b"], "w1", 1).held == {"a", "b"}
     store.mark_done(["a", "a"], "w1", 1)
-    assert store.filter_done(["a", "a", "b"]) == {"a"}
+    assert store.claim(["a", "a", "b"], "w1", 1) == Claims(done={"a"}, held={"b"})
 
 
 def test_claim_expires_and_another_owner_takes_over(
     make_store: StoreFactory, redis_client: redis.Redis
 ) -> None:
     store = make_store(claim_ttl_ms=200)
-    assert store.claim(["x"], "w1", 1) == {"x"}
-    assert store.claim(["x"], "w2", 1) == set()
+    assert store.claim(["x"], "w1", 1).held == {"x"}
+    assert store.claim(["x"], "w2", 1).held == set()
     assert 0 < redis_client.pttl(store.claim_key("x")) <= 200
 
     assert wait_until(lambda: not redis_client.exists(store.claim_key("x")), timeout_s=2.0)
 
-    assert store.claim(["x"], "w2", 1) == {"x"}
-    assert store.claim(["x"], "w1", 1) == set()
+    assert store.claim(["x"], "w2", 1).held == {"x"}
+    assert store.claim(["x"], "w1", 1).held == set()
     store.mark_done(["x"], "w1", 1)
-    assert store.filter_done(["x"]) == {"x"}, "a late done-mark from the first owner still counts"
+    late = store.claim(["x"], "w3", 1).done
+    assert late == {"x"}, "a late done-mark from the first owner still counts"
 
 
 def test_racing_owners_each_id_goes_to_exactly_one(
@@ -218,7 +220,7 @@ def test_racing_owners_each_id_goes_to_exactly_one(
         start.wait()
         held: set[str] = set()
         for chunk in range(0, len(order), 16):
-            held |= stores[n].claim(order[chunk : chunk + 16], owners[n], 1)
+            held |= stores[n].claim(order[chunk : chunk + 16], owners[n], 1).held
         return held
 
     try:
@@ -255,18 +257,17 @@ def test_odd_ids_are_exact_distinct_keys(
     store: DedupStore, redis_client: redis.Redis, namespace: str
 ) -> None:
     assert len(("é" * 128).encode()) == 256
-    assert store.claim(ODD_IDS, "w1", 1) == set(ODD_IDS)
+    assert store.claim(ODD_IDS, "w1", 1).held == set(ODD_IDS)
     store.mark_done(ODD_IDS, "w1", 1)
 
-    assert store.filter_done(ODD_IDS) == set(ODD_IDS)
+    assert store.claim(ODD_IDS, "w2", 1).done == set(ODD_IDS)
     for id_ in ODD_IDS:
         raw = id_.encode("utf-8", "surrogatepass")
         assert store.done_key(id_) == f"{namespace}:done:".encode() + raw
         assert redis_client.exists(store.done_key(id_))
         assert not redis_client.exists(store.claim_key(id_))
     near_misses = ["a", "a::", "x:claim", "é" * 127, "x" * 255, "\ud801 lone surrogate"]
-    assert store.filter_done(near_misses) == set()
-    assert store.claim(near_misses, "w1", 1) == set(near_misses)
+    assert store.claim(near_misses, "w1", 1) == Claims(done=set(), held=set(near_misses))
 
 
 def test_wrong_type_is_a_worker_error_without_retry_keeping_its_cause(
@@ -328,13 +329,12 @@ def test_every_call_is_one_round_trip(
     store.release(["warm-up"], "w0")
     ids = [f"id-{n}" for n in range(batch)]
 
-    assert round_trips.count(lambda: store.filter_done(ids)) == 1
     assert round_trips.count(lambda: store.claim(ids, "w1", 1)) == 1
     assert round_trips.count(lambda: store.renew(ids, "w1", 1)) == 1
     assert round_trips.count(lambda: store.release(ids[: (batch + 1) // 2], "w1")) == 1
     assert round_trips.count(lambda: store.mark_done(ids, "w1", 1)) == 1
     assert round_trips.count(lambda: store.ping()) == 1
-    assert store.filter_done(ids) == set(ids)
+    assert store.claim(ids, "w1", 1).done == set(ids)
 
 
 def test_empty_batches_send_nothing(make_store: StoreFactory, round_trips: RoundTrips) -> None:
@@ -342,8 +342,7 @@ def test_empty_batches_send_nothing(make_store: StoreFactory, round_trips: Round
     store.ping()
 
     def all_empty() -> None:
-        assert store.filter_done([]) == set()
-        assert store.claim([], "w1", 1) == set()
+        assert store.claim([], "w1", 1) == Claims(set(), set())
         assert store.renew([], "w1", 1) == set()
         store.mark_done([], "w1", 1)
         store.release([], "w1")
@@ -372,7 +371,7 @@ def test_a_new_pipeline_gets_its_state_key_and_a_loss_pauses_until_accepted(
     store.mark_done(["a"], "w1", 1)
     lose_everything(redis_client, namespace)
     with capture_logs() as logs, pytest.raises(DedupStateLost, match="done-marks are gone"):
-        store.filter_done(["a"])  # "a" is not marked any more: the store must not say so
+        store.claim(["a"], "w1", 1)  # "a" is not marked any more: the store must not say so
     with pytest.raises(DedupStateLost):
         store.claim(["a"], "w1", 1)
     assert [e["event"] for e in logs if e["log_level"] == "error"] == [
@@ -384,8 +383,7 @@ def test_a_new_pipeline_gets_its_state_key_and_a_loss_pauses_until_accepted(
     assert not redis_client.exists(f"{namespace}:claim:a")  # nothing claimed meanwhile
 
     store.accept_loss()
-    assert store.filter_done(["a"]) == set()
-    assert store.claim(["a"], "w1", 1) == {"a"}
+    assert store.claim(["a"], "w1", 1) == Claims(done=set(), held={"a"})
     assert sample(metrics, "torchkafka_dedup_state_lost") == 0
 
 
@@ -397,9 +395,9 @@ def test_a_restored_state_key_resumes_the_work(
     assert saved is not None
     lose_everything(redis_client, namespace)
     with pytest.raises(DedupStateLost):
-        store.filter_done(["a"])
+        store.claim(["a"], "w1", 1)
     redis_client.set(f"{namespace}:state", saved)  # a restore from a snapshot
-    assert store.filter_done(["a"]) == set()
+    assert store.claim(["a"], "w1", 1).done == set()
 
 
 def test_continue_writes_the_state_again_and_goes_on_counting_the_loss(
@@ -409,7 +407,7 @@ def test_continue_writes_the_state_again_and_goes_on_counting_the_loss(
     store = make_store(metrics=metrics, state_loss="continue")
     lose_everything(redis_client, namespace)
     with capture_logs() as logs:
-        assert store.claim(["a"], "w1", 1) == {"a"}
+        assert store.claim(["a"], "w1", 1).held == {"a"}
     assert redis_client.exists(f"{namespace}:state")
     assert any("continuing" in e["event"] for e in logs if e["log_level"] == "error")
     assert sample(metrics, "torchkafka_dedup_state_losses_total") == 1
@@ -425,10 +423,10 @@ def test_a_start_without_the_state_key_is_a_loss_only_for_a_pipeline_with_histor
     assert not redis_client.exists(f"{namespace}:state")
     assert sample(metrics, "torchkafka_dedup_state_lost") == 1
     with pytest.raises(DedupStateLost):
-        store.filter_done(["a"])
+        store.claim(["a"], "w1", 1)
     store.accept_loss()
     store.check_state(pipeline_has_history=lambda: True)
-    assert store.filter_done(["a"]) == set()
+    assert store.claim(["a"], "w1", 1).done == set()
 
 
 # --- the crash-loop guard's run log -------------------------------------------------------

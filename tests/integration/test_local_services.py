@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.ports import free_port
+
 DEPLOY = Path(__file__).parents[2] / "deploy" / "local"
 
 
 def free_port_pair() -> int:
     """A port p with p and p+1 free on 127.0.0.1 (Kafka's broker and controller)."""
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
+        port = free_port()
         if port < 65535:
             with socket.socket() as second:
                 try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +20,8 @@ from tests.integration.helpers import (
     read,
     request_value,
 )
+from tests.integration.streams import readiness
+from tests.support.ports import free_port, get
 from tests.support.worker_models import POISON
 from torchkafka.codecs import Request, encode_request
 from torchkafka.codecs.testing import malformed_corpus
@@ -29,31 +30,8 @@ MALFORMED = ("truncated", "unknown dtype", "wrong byte count", "missing id")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own server
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read().decode()
-
-
-def ready(base: str) -> bool:
-    try:
-        return get(f"{base}/readyz") == (200, "ready\n")
-    except urllib.error.URLError:  # the worker thread has not bound the port yet
-        return False
-
-
 def scrape(base: str) -> Samples:
-    status, text = get(f"{base}/metrics")
+    status, _, text = get(f"{base}/metrics")
     assert status == 200
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -76,25 +54,26 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) 
 @pytest.fixture
 def worker_with_endpoints(
     kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str]
-) -> Iterator[tuple[RunningWorker, Topics, str]]:
+) -> Iterator[tuple[RunningWorker, Topics, int]]:
     topics = Topics(new_topic)
     port = free_port()
     config = config_for(
         topics, kafka_bootstrap, redis_url, metrics_port=port, metrics_host="127.0.0.1"
     )
     worker = RunningWorker(config)
-    yield worker, topics, f"http://127.0.0.1:{port}"
+    yield worker, topics, port
     if worker.thread.is_alive():
         worker.close()
 
 
 def test_the_endpoints_report_the_work_done_and_close_on_stop(
-    kafka_bootstrap: str, worker_with_endpoints: tuple[RunningWorker, Topics, str]
+    kafka_bootstrap: str, worker_with_endpoints: tuple[RunningWorker, Topics, int]
 ) -> None:
-    worker, topics, base = worker_with_endpoints
-    wait_for(lambda: ready(base), "readiness")
+    worker, topics, port = worker_with_endpoints
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: readiness(port) == (200, "ready\n"), "readiness")
     # Joined (ready) comes within the loop's first iteration, alive at its end.
-    wait_for(lambda: get(f"{base}/healthz") == (200, "ok\n"), "liveness")
+    wait_for(lambda: get(f"{base}/healthz")[::2] == (200, "ok\n"), "liveness")
 
     rows = {f"m-{i}": torch.randn(4) for i in range(30)}
     bad = [case for case in malformed_corpus() if case.name in MALFORMED]
@@ -142,7 +121,7 @@ def test_the_endpoints_report_the_work_done_and_close_on_stop(
         return bool(lags) and all(lag == 0 for lag in lags)
 
     wait_for(caught_up, "the consumer lag to show 0", timeout_s=20)
-    assert get(f"{base}/healthz") == (200, "ok\n")
+    assert get(f"{base}/healthz")[::2] == (200, "ok\n")
 
     worker.close()
     with pytest.raises(urllib.error.URLError):

@@ -7,7 +7,7 @@ from time import monotonic as now
 
 from torchkafka.codecs import Result, decode_result
 from torchkafka.worker import DedupStateLost, DeliveryFailed, TransientError
-from torchkafka.worker.pipeline import Delivery, Handoff, Outcome, Place, Record
+from torchkafka.worker.pipeline import Claims, Delivery, Handoff, Outcome, Place, Record
 
 
 class MemoryOutbox:
@@ -67,7 +67,7 @@ class MemoryOutbox:
 
 
 class MemoryDedup:
-    """A ``Dedup`` in a dict: done ids, claims by owner; also a ``RunLog``.
+    """A ``Dedup`` in a dict: done ids (and who marked them), claims by owner; also a ``RunLog``.
 
     ``down`` makes every call fail as an outage; ``state_lost`` as a Redis that
     lost its done-marks (under the ``pause`` policy). ``runs`` holds the run
@@ -76,6 +76,7 @@ class MemoryDedup:
 
     def __init__(self) -> None:
         self.done: set[str] = set()
+        self.done_by: dict[str, str] = {}
         self.claims: dict[str, str] = {}
         self.released: list[str] = []
         self.down = False
@@ -83,24 +84,28 @@ class MemoryDedup:
         self.runs: dict[Place, set[str]] = {}
         self.run_log_calls = 0
 
-    def filter_done(self, ids: Sequence[str]) -> set[str]:
+    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> Claims:
         self._check()
-        return {i for i in ids if i in self.done}
-
-    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
-        self._check()
+        done = {i for i in ids if i in self.done}
         for i in ids:
-            self.claims.setdefault(i, owner)
-        return {i for i in ids if self.claims[i] == owner}
+            if i not in done:
+                self.claims.setdefault(i, owner)
+        return Claims(done, {i for i in ids if i not in done and self.claims[i] == owner})
 
     def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
+        """As the store: a claim ``owner``'s own done-mark replaced counts as renewed."""
         self._check()
-        return {i for i in ids if self.claims.get(i) == owner}
+        return {
+            i
+            for i in ids
+            if self.claims.get(i) == owner or (i in self.done and self.done_by.get(i) == owner)
+        }
 
     def mark_done(self, ids: Sequence[str], owner: str, fencing_token: int) -> None:
         self._check()
         self.done.update(ids)
         for i in ids:
+            self.done_by[i] = owner
             self.claims.pop(i, None)
 
     def release(self, ids: Sequence[str], owner: str) -> None:

@@ -11,7 +11,7 @@ from torchkafka.worker.pipeline._backpressure import Backpressure, PauseReason, 
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, StagingPool
 from torchkafka.worker.pipeline._crash_guard import CrashGuard, Place, RunLog
 from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, GuardedPublisher
-from torchkafka.worker.pipeline._dedup import Dedup, DedupStore
+from torchkafka.worker.pipeline._dedup import Claims, Dedup, DedupStore
 from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
 from torchkafka.worker.pipeline._done_marks import DoneMarks
@@ -36,6 +36,7 @@ __all__ = [
     "Backpressure",
     "Batch",
     "BatchItem",
+    "Claims",
     "CrashGuard",
     "DeadLetterGuard",
     "DecodingImage",

@@ -36,7 +36,7 @@ class Admission:
 
 
 class Gate:
-    """Decodes records and asks Redis which ones to run; one round trip each way.
+    """Decodes records and asks Redis which ones to run, in one round trip.
 
     The images of admitted requests start decoding on ``images``.
     """
@@ -87,10 +87,8 @@ class Gate:
         if not first:
             return admission
         try:
-            done = self._dedup.filter_done(list(first))
-            claimed = self._dedup.claim(
-                [i for i in first if i not in done], self._owner, fencing_token
-            )
+            claims = self._dedup.claim(list(first), self._owner, fencing_token)
+            done, claimed = claims.done, claims.held
         except TransientError as exc:
             if not self._fail_open or isinstance(exc, DedupStateLost):
                 admission.parked += first.values()

@@ -16,7 +16,7 @@ process lifetimes were running the record at that place (``mark_running``,
 
 The state key says that this Redis holds the namespace's done-marks: it is
 written once, when a new pipeline starts (its consumer group has committed
-nothing yet), and read with every ``filter_done`` and ``claim``. A Redis
+nothing yet), and read with every ``claim``. A Redis
 restarted without its data (or flushed) lacks it, so the loss is seen at the
 next call instead of answering ids again silently; ``state_loss`` decides
 what follows: ``pause`` raises ``DedupStateLost`` (the worker holds its work
@@ -31,7 +31,7 @@ does not expose; docs/worker.md ("Claims and their fencing token") says what
 follows from that.
 
 Every call is one command, hence one round trip, whatever the batch size:
-``filter_done`` is one MGET; ``claim``, ``renew``, ``mark_done`` and ``release``
+``claim`` (which also tells the done ids), ``renew``, ``mark_done`` and ``release``
 each run one Lua script over the whole batch (atomic, no per-id commands to pack). Each
 call is idempotent, so a retry after a lost reply is safe.
 
@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import redis
@@ -83,6 +84,21 @@ _FATAL: tuple[type[rx.RedisError], ...] = (
 )
 
 
+#: What the claim script says of an id.
+DONE, HELD = 2, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What ``claim`` found: the ids already done, and the ids the owner holds now.
+
+    The others are held by another owner.
+    """
+
+    done: set[str]
+    held: set[str]
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a redis error may go away by itself (see the module docstring)."""
     return isinstance(error, _TRANSIENT) and not isinstance(error, _FATAL)
@@ -94,12 +110,8 @@ class Dedup(Protocol):
     Each call raises ``TransientError`` while the store is away.
     """
 
-    def filter_done(self, ids: Sequence[str]) -> set[str]:
-        """The ids among ``ids`` that are already done."""
-        ...
-
-    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
-        """Claim ``ids`` for ``owner``; the ids now claimed by it."""
+    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> Claims:
+        """Claim for ``owner`` the ids of ``ids`` that are not done; which are done, which held."""
         ...
 
     def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
@@ -184,41 +196,29 @@ class DedupStore:
         """The key of ``id_``'s claim."""
         return self._claim_prefix + _id_bytes(id_)
 
-    def filter_done(self, ids: Sequence[str]) -> set[str]:
-        """The ids among ``ids`` that are already done."""
-        unique = _unique(ids)
-        if not unique:
-            return set()
-        keys = [self._state_key] + [self.done_key(i) for i in unique]
-        state, *values = self._call("filter_done", lambda: self._client.mget(keys))
-        if state is None:
-            self._state_missing()
-            return self.filter_done(unique)
-        self._state_present()
-        return {i for i, value in zip(unique, values, strict=True) if value is not None}
+    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> Claims:
+        """Claim the ids that are not done and not claimed by another owner, in one call.
 
-    def claim(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
-        """Claim the ids that are not done and not claimed by another owner.
-
-        Returns the ids ``owner`` holds afterwards, each for ``claim_ttl_ms``. A
-        claim that ``owner`` already holds under the same or an older token is
-        renewed (claim again to extend a lease); one under a newer token is not,
-        and neither is another owner's claim, whatever its token: the same id
-        can arrive on a partition another worker owns (a duplicate submission),
-        so a newer token does not prove the holder is gone.
+        Returns the ids already done, and those ``owner`` holds afterwards, each
+        for ``claim_ttl_ms``. A claim that ``owner`` already holds under the same
+        or an older token is renewed (claim again to extend a lease); one under a
+        newer token is not, and neither is another owner's claim, whatever its
+        token: the same id can arrive on a partition another worker owns (a
+        duplicate submission), so a newer token does not prove the holder is gone.
         """
         unique = _unique(ids)
         if not unique:
-            return set()
+            return Claims(set(), set())
         done_keys = [self.done_key(i) for i in unique]
         keys = [self._state_key, *done_keys, *(self.claim_key(i) for i in unique)]
         args = (owner, fencing_token, self._claim_ttl_ms)
-        held = self._call("claim", lambda: self._claim(keys=keys, args=args))
-        if held == -1:
+        flags = self._call("claim", lambda: self._claim(keys=keys, args=args))
+        if flags == -1:
             self._state_missing()
             return self.claim(unique, owner, fencing_token)
         self._state_present()
-        return {i for i, flag in zip(unique, held, strict=True) if flag}
+        pairs = list(zip(unique, flags, strict=True))
+        return Claims({i for i, f in pairs if f == DONE}, {i for i, f in pairs if f == HELD})
 
     def renew(self, ids: Sequence[str], owner: str, fencing_token: int) -> set[str]:
         """Extend ``owner``'s claims on ``ids`` by ``claim_ttl_ms``; the ids renewed.

@@ -20,8 +20,8 @@ end
 """
 
 # KEYS: the state key, n done keys, then the n claim keys. ARGV: owner, token, claim TTL
-# in ms. Returns 1 for each id this owner holds afterwards, else 0; -1 (claiming
-# nothing) when the state key is missing.
+# in ms. Returns, for each id, 2 when it is done, 1 when this owner holds it afterwards,
+# 0 when another does; -1 (claiming nothing) when the state key is missing.
 CLAIM = (
     LUA_HELPERS
     + """
@@ -34,7 +34,9 @@ local mine = ARGV[2] .. ':' .. owner
 local held = {}
 for i = 1, n do
   held[i] = 0
-  if redis.call('EXISTS', KEYS[1 + i]) == 0 then
+  if redis.call('EXISTS', KEYS[1 + i]) == 1 then
+    held[i] = 2
+  else
     if redis.call('SET', KEYS[1 + n + i], mine, 'NX', 'PX', ttl_ms) then
       held[i] = 1
     else

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from typing import cast
 
@@ -13,6 +12,7 @@ from confluent_kafka import KafkaError
 from redis import exceptions as rx
 from structlog.testing import capture_logs
 
+from tests.support.ports import free_port
 from torchkafka.worker import StartupError, _redis_setup
 from torchkafka.worker.config import DedupSettings, build_config
 from torchkafka.worker.kafka import check_topics
@@ -20,13 +20,6 @@ from torchkafka.worker.kafka._clients import ClientReport
 
 REQUIRED = {"model": "python:m:f", "input_topic": "in", "output_topic": "out"}
 LINE = "%s [%s] %s"  # how librdkafka calls a logger: facility, client name, text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def said(report: ClientReport, level: int, text: str) -> None:

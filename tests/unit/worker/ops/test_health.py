@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from tests.support.ports import free_port, get
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
 from torchkafka.worker.ops._health import PROBE_INTERVAL_S
@@ -129,22 +130,6 @@ def test_concurrent_readiness_requests_share_one_check() -> None:
         request.join(5)
     assert checks == [1]
     assert answers == [(False, "redis is unusable: timed out")] * 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get(url: str) -> tuple[int, str, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own server
-            return response.status, response.headers["Content-Type"], response.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.headers["Content-Type"], error.read().decode()
 
 
 def test_the_server_answers_each_endpoint_and_stops() -> None:

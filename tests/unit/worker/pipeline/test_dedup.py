@@ -61,7 +61,6 @@ def unreachable_client() -> Iterator[redis.Redis]:
 
 
 CALLS: dict[str, Callable[[DedupStore], object]] = {
-    "filter_done": lambda store: store.filter_done(["a"]),
     "claim": lambda store: store.claim(["a"], "w1", 1),
     "mark_done": lambda store: store.mark_done(["a"], "w1", 1),
     "release": lambda store: store.release(["a"], "w1"),
@@ -116,8 +115,8 @@ def test_after_an_outage_calls_fail_fast_until_one_probe_is_due(
     def retries() -> float | None:
         return metrics.registry.get_sample_value("torchkafka_retries_total", {"kind": "redis"})
 
-    with pytest.raises(TransientError, match="filter_done failed"):
-        store.filter_done(["a"])  # pays its retries
+    with pytest.raises(TransientError, match="claim failed"):
+        store.claim(["a"], "w1", 1)  # pays its retries
     assert retries() == 2
     for _ in range(100):  # a busy loop of polls during the outage pays nothing
         with pytest.raises(TransientError, match="claim not tried"):
