@@ -9,7 +9,8 @@ imagenet preprocessing and topk:5), at batch size 32:
         dedup in Redis) drains them; throughput from the first result to the
         last, by the results' own timestamps (set when the worker produced them)
 and prints msg/s for both and their ratio. Needs the local Kafka and Redis
-(`make up`). Run: python bench/worker_bench.py [--tiny-count N] [--resnet-count N]
+(`make up`).
+Run: python bench/worker_bench.py [--tiny-count N] [--resnet-count N] [--torch-threads N]
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ RESNET = Case(
 )
 
 
-def bare_rate(case: Case, budget_s: float) -> tuple[int, float]:
+def bare_rate(case: Case, budget_s: float, torch_threads: int | None) -> tuple[int, float]:
     """(messages, seconds) of ModelRuntime.infer on batches of BATCH for about ``budget_s``."""
     device = resolve_device("cpu")
     runtime = ModelRuntime(
@@ -71,6 +72,7 @@ def bare_rate(case: Case, budget_s: float) -> tuple[int, float]:
         parse_preprocess(case.preprocess),
         parse_postprocess(case.postprocess),
         device,
+        num_threads=torch_threads,
     )
     batch = torch.stack([synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)])
 
@@ -125,15 +127,19 @@ def main() -> None:
     parser.add_argument("--tiny-count", type=int, default=10_000, help="MLP requests")
     parser.add_argument("--resnet-count", type=int, default=2_000, help="resnet18 requests")
     parser.add_argument("--bare-budget", type=float, default=3.0, help="seconds per bare round")
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch threads for both (default: the worker's)"
+    )
     args = parser.parse_args()
+    threads = {"torch_threads": args.torch_threads} if args.torch_threads else {}
     configure_logging("console", "WARNING")
     bootstrap, redis_address = kafka_bootstrap(), redis_url()
     rows = []
     for case, count in ((TINY, args.tiny_count), (RESNET, args.resnet_count)):
         log(f"{case.label}: bare, {count} requests through one worker, bare again")
-        first = bare_rate(case, args.bare_budget)
-        e2e = end_to_end_rate(case, bootstrap, redis_address, count)
-        second = bare_rate(case, args.bare_budget)
+        first = bare_rate(case, args.bare_budget, args.torch_threads)
+        e2e = end_to_end_rate(case, bootstrap, redis_address, count, **threads)
+        second = bare_rate(case, args.bare_budget, args.torch_threads)
         bare = (first[0] + second[0]) / (first[1] + second[1])
         rows.append((case.label, e2e, bare))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}")

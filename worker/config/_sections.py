@@ -181,9 +181,16 @@ class ModelSettings:
         "0: reload on SIGHUP only",
         0.0,
     )
+    torch_threads: int | None = setting(
+        "torch's intra-op threads for the model on the CPU (default: the process's CPUs "
+        "divided among --workers, at least 1)",
+        None,
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "max_batch_size")
+        if self.torch_threads is not None:
+            _positive(self, "torch_threads")
         _not_negative(self, "model_watch_s")
         if any(size < 1 for size in self.batch_buckets):
             raise StartupError(f"batch_buckets must be >= 1, got {list(self.batch_buckets)}")

@@ -51,6 +51,7 @@ def build_runtime(settings: ModelSettings, device: torch.device, processes: int)
         preprocess,
         parse_postprocess(settings.postprocess),
         device,
+        num_threads=settings.torch_threads,
         processes=processes,
         buckets=buckets,
         cuda_graphs=settings.cuda_graphs,

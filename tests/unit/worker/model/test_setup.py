@@ -1,5 +1,6 @@
 """From settings to a served model: the backend is applied, checked and warmed up."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,10 @@ def test_the_files_a_reload_watches(tmp_path: Path) -> None:
     assert watched_files(settings(weights=weights)) == [weights]
     artifact = tmp_path / "m.pt"
     assert watched_files(settings(model=f"torchscript:{artifact}")) == [artifact]
+
+
+def test_torch_threads_set_the_models_thread_count_else_the_cpus_are_shared() -> None:
+    assert build_runtime(settings(torch_threads=1), CPU, processes=1).num_threads == 1
+    assert torch.get_num_threads() == 1
+    shared = build_runtime(settings(), CPU, processes=len(os.sched_getaffinity(0)))
+    assert shared.num_threads == 1
