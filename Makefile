@@ -62,11 +62,12 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, exactly-once cost, backends, image decoding
+bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, exactly-once cost, worker vs hand-written loops, backends, image decoding
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/dedup_bench.py
 	$(BIN)/python bench/worker_bench.py
 	$(BIN)/python bench/guarantee_bench.py
+	$(BIN)/python bench/loops_bench.py
 	$(BIN)/python bench/backend_bench.py
 	$(BIN)/python bench/image_decode_bench.py
 

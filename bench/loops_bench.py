@@ -1,0 +1,191 @@
+"""A torchkafka worker next to the loops a user would write by hand, side by side in one run.
+
+Workloads (worker_bench.py's cases): W0, a tiny MLP on float32[64]; W2,
+resnet18 on uint8 3x64x64 (imagenet preprocessing, topk:5). Variants, each a
+process of its own draining the same number of requests pre-produced to a
+fresh 4-partition topic:
+  torchkafka  `torchkafka run` (batch 32, dedup in Redis, the default settings)
+  naive       hand_loops.py naive: consume(500), one model call per request
+  smart       hand_loops.py smart: consume(500), one model call per poll
+and bare, the model alone on ready batches of 32 (in this process). Rounds
+interleave the variants; ratios are taken against the smart loop within each
+round, then their median is reported. Throughput is taken over the middle of
+a drain by the results' own timestamps: the results stamped after the 10th
+percentile's stamp and up to the 90th's, over that time (a hand loop publishes
+a whole poll at once, so a drain takes several polls of 500). CPU is the
+process's user and system time from its first result to its last (/proc), per
+result; memory its peak RSS.
+Every variant must answer each request exactly once (checked).
+Prints a markdown table and writes results.json and table.md to --out.
+Needs the local Kafka and Redis (`make up`).
+Run: python bench/loops_bench.py [--rounds N] [--w0-count N] [--w2-count N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from e2e_harness import ReadResult, bench_topics, end_offset, log, produce, read_results
+from hand_loops import POLL
+from worker_bench import BATCH, RESNET, TINY, Case, bare_rate
+
+from torchkafka.codecs.testing import synthetic_input
+from torchkafka.worker import kafka_bootstrap, redis_url
+from torchkafka.worker.ops import configure_logging
+from torchkafka.worker.tools import RequestFactory
+
+BENCH = Path(__file__).resolve().parent
+VARIANTS = ("torchkafka", "naive", "smart")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One variant's drain in one round."""
+
+    workload: str
+    variant: str
+    round: int
+    msgs_per_s: float
+    cpu_us_per_msg: float
+    peak_rss_mib: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def command(variant: str, case: Case, source: str, sink: str, dlq: str, count: int) -> list[str]:
+    if variant == "torchkafka":
+        return [
+            sys.executable, "-m", "torchkafka.worker.cli", "--log-level", "WARNING", "run",
+            "--model", case.model, "--preprocess", case.preprocess,
+            "--postprocess", case.postprocess, "--device", "cpu",
+            "--max-batch-size", str(BATCH), "--input-topic", source, "--output-topic", sink,
+            "--dead-letter-topic", dlq, "--group-id", f"bench-{source}", "--metrics-port", "0",
+        ]  # fmt: skip
+    return [
+        sys.executable, str(BENCH / "hand_loops.py"), variant, case.model, case.preprocess,
+        case.postprocess, source, sink, str(count),
+    ]  # fmt: skip
+
+
+def drain(variant: str, case: Case, label: str, round_: int, count: int) -> Run:
+    """Run ``variant`` on ``count`` fresh requests; its throughput, CPU and memory."""
+    bootstrap, redis_address = kafka_bootstrap(), redis_url()
+    run = f"torchkafka.loops.{uuid.uuid4().hex[:8]}"
+    with bench_topics(bootstrap, redis_address, run) as topics:
+        inputs = [synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)]
+        produce(bootstrap, topics.requests, RequestFactory(run, inputs), count)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), str(BENCH.parent)])}
+        argv = command(variant, case, topics.requests, topics.results, topics.dead_letters, count)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+        try:
+            began = found = 0
+            cpu_began = 0.0
+            deadline = time.monotonic() + 600
+            while (found := end_offset(bootstrap, topics.results)) < count:
+                if process.poll() is not None and found < count:
+                    raise RuntimeError(f"{variant} exited {process.returncode} at {found}")
+                if found and not began:
+                    began, cpu_began = found, cpu_seconds(process.pid)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{variant} answered {found} of {count} in 600 s")
+                time.sleep(0.1)
+            cpu = cpu_seconds(process.pid) - cpu_began if process.poll() is None else float("nan")
+            rss = peak_rss_mib(process.pid) if process.poll() is None else float("nan")
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        rate = middle_rate(read_results(bootstrap, topics.results, count))  # exactly once each
+    return Run(label, variant, round_, rate, cpu / max(1, count - began) * 1e6, rss)
+
+
+def middle_rate(results: list[ReadResult]) -> float:
+    """Results per second between the 10th and the 90th percentile of their timestamps."""
+    stamps = sorted(item.timestamp_ms for item in results)
+    start, end = stamps[len(stamps) // 10], stamps[len(stamps) * 9 // 10]
+    between = sum(1 for stamp in stamps if start < stamp <= end)
+    return between / ((end - start) / 1000) if end > start else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(runs: list[Run], bare: dict[str, float]) -> str:
+    """The markdown table: medians per workload and variant, and the ratio to smart."""
+    lines = [
+        "| workload | variant | msg/s | vs smart | CPU µs/msg | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload in dict.fromkeys(r.workload for r in runs):
+        mine = [r for r in runs if r.workload == workload]
+        smart = {r.round: r.msgs_per_s for r in mine if r.variant == "smart"}
+        for variant in VARIANTS:
+            these = [r for r in mine if r.variant == variant]
+            ratio = median([r.msgs_per_s / smart[r.round] for r in these])
+            lines.append(
+                f"| {workload} | {variant} | {median([r.msgs_per_s for r in these]):.0f} "
+                f"| {ratio:.2f} | {median([r.cpu_us_per_msg for r in these]):.0f} "
+                f"| {median([r.peak_rss_mib for r in these]):.0f} |"
+            )
+        lines.append(f"| {workload} | bare model, batch {BATCH} | {bare[workload]:.0f} | | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--w0-count", type=int, default=20_000, help="W0 requests a drain")
+    parser.add_argument("--w2-count", type=int, default=3_000, help="W2 requests a drain")
+    parser.add_argument("--out", type=Path, default=Path(".run/bench/loops"))
+    args = parser.parse_args()
+    if min(args.w0_count, args.w2_count) < 4 * POLL:
+        parser.error(f"a drain needs at least {4 * POLL} requests (four polls)")
+    configure_logging("console", "WARNING")
+    workloads = (
+        ("W0 " + TINY.label, TINY, args.w0_count),
+        ("W2 " + RESNET.label, RESNET, args.w2_count),
+    )
+    runs: list[Run] = []
+    bare: dict[str, list[float]] = {label: [] for label, _, _ in workloads}
+    for round_ in range(args.rounds):
+        for label, case, count in workloads:
+            messages, seconds = bare_rate(case, 2.0, None)
+            bare[label].append(messages / seconds)
+            for variant in VARIANTS:
+                log(f"round {round_ + 1}, {label}: {variant}, {count} requests")
+                runs.append(drain(variant, case, label, round_, count))
+    medians = {label: median(rates) for label, rates in bare.items()}
+    text = table(runs, medians)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(text + "\n")
+    report = {"runs": [asdict(r) for r in runs], "bare_msgs_per_s": bare}
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {args.out / 'table.md'}, {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
