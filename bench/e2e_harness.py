@@ -27,6 +27,14 @@ from torchkafka.codecs import Result, decode_result
 from torchkafka.topology import admin_client, delete_topics, ensure_topics, worker_topics
 from torchkafka.worker import WorkerConfig
 from torchkafka.worker.app import run_worker
+from torchkafka.worker.model import (
+    ModelRuntime,
+    load_model,
+    parse_model_spec,
+    parse_postprocess,
+    parse_preprocess,
+    resolve_device,
+)
 from torchkafka.worker.tools import RequestFactory, Sender, produce_requests
 
 #: Partitions of the request and result topics.
@@ -68,6 +76,21 @@ def bench_topics(
     finally:
         delete_topics(admin, [topics.requests, topics.results, topics.dead_letters])
         delete_dedup_keys(redis_url, topics.results)
+
+
+def cpu_runtime(
+    model: str, preprocess: str, postprocess: str, num_threads: int | None = None
+) -> ModelRuntime:
+    """The model as a worker runs it on the CPU (``num_threads`` torch threads, else the
+    worker's default)."""
+    device = resolve_device("cpu")
+    return ModelRuntime(
+        load_model(parse_model_spec(model), None, device),
+        parse_preprocess(preprocess),
+        parse_postprocess(postprocess),
+        device,
+        num_threads=num_threads,
+    )
 
 
 def on_own_thread(work: Callable[[], T]) -> T:

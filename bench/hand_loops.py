@@ -16,30 +16,13 @@ import os
 
 import torch
 from confluent_kafka import Consumer, Message, Producer
+from e2e_harness import cpu_runtime
 
 from torchkafka.codecs import Encoder, ModelInfo, Result, decode_request
 from torchkafka.worker import kafka_bootstrap
-from torchkafka.worker.model import (
-    ModelRuntime,
-    load_model,
-    parse_model_spec,
-    parse_postprocess,
-    parse_preprocess,
-    resolve_device,
-)
+from torchkafka.worker.model import ModelRuntime
 
 POLL = 500
-
-
-def runtime(model: str, preprocess: str, postprocess: str) -> ModelRuntime:
-    """The model as the worker runs it, on the CPU, with the worker's default threads."""
-    device = resolve_device("cpu")
-    return ModelRuntime(
-        load_model(parse_model_spec(model), None, device),
-        parse_preprocess(preprocess),
-        parse_postprocess(postprocess),
-        device,
-    )
 
 
 def drain(loop: str, model: ModelRuntime, source: str, sink: str, count: int) -> None:
@@ -95,7 +78,7 @@ def main() -> None:
         parser.add_argument(name)
     parser.add_argument("count", type=int)
     args = parser.parse_args()
-    model = runtime(args.model, args.preprocess, args.postprocess)
+    model = cpu_runtime(args.model, args.preprocess, args.postprocess)
     print(f"ready {os.getpid()}", flush=True)
     drain(args.loop, model, args.input, args.output, args.count)
 

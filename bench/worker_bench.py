@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from e2e_harness import (
     bench_topics,
+    cpu_runtime,
     log,
     on_own_thread,
     produce,
@@ -34,14 +35,6 @@ from e2e_harness import (
 from torchkafka.codecs.testing import synthetic_input
 from torchkafka.worker import kafka_bootstrap, redis_url
 from torchkafka.worker.config import build_config
-from torchkafka.worker.model import (
-    ModelRuntime,
-    load_model,
-    parse_model_spec,
-    parse_postprocess,
-    parse_preprocess,
-    resolve_device,
-)
 from torchkafka.worker.ops import configure_logging
 from torchkafka.worker.tools import RequestFactory
 
@@ -66,14 +59,7 @@ RESNET = Case(
 
 def bare_rate(case: Case, budget_s: float, torch_threads: int | None) -> tuple[int, float]:
     """(messages, seconds) of ModelRuntime.infer on batches of BATCH for about ``budget_s``."""
-    device = resolve_device("cpu")
-    runtime = ModelRuntime(
-        load_model(parse_model_spec(case.model), None, device),
-        parse_preprocess(case.preprocess),
-        parse_postprocess(case.postprocess),
-        device,
-        num_threads=torch_threads,
-    )
+    runtime = cpu_runtime(case.model, case.preprocess, case.postprocess, torch_threads)
     batch = torch.stack([synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)])
 
     def timed() -> tuple[int, float]:
