@@ -275,7 +275,7 @@ class TransactionCommits:
         except _Abortable as exc:
             raise WorkerError(f"aborting the transaction failed: {exc}") from exc
         log.warning("transaction aborted; its records run again from the last commit", reason=why)
-        if self._aborts_in_a_row > MAX_ABORTS_IN_A_ROW:
+        if self._aborts_in_a_row >= MAX_ABORTS_IN_A_ROW:
             raise WorkerError(
                 f"{self._aborts_in_a_row} transactions aborted in a row; the last because: {why}"
             )

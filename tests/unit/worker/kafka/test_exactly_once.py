@@ -148,7 +148,7 @@ def test_a_fatal_producer_error_stops_the_worker(make_loop) -> None:
 def test_transactions_aborted_again_and_again_stop_the_worker(make_loop) -> None:
     loop = make_loop(exactly_once=True)
     loop.start(0)
-    loop.producer.commit_errors = [ABORTABLE] * (MAX_ABORTS_IN_A_ROW + 1)
+    loop.producer.commit_errors = [ABORTABLE] * MAX_ABORTS_IN_A_ROW
     loop.send(0, "a")
     with pytest.raises(WorkerError, match="aborted in a row"):
         loop.step_until(lambda: False)
