@@ -16,9 +16,14 @@ a whole poll at once, so a drain takes several polls of 500). CPU is the
 process's user and system time from its first result to its last (/proc), per
 result; memory its peak RSS.
 Every variant must answer each request exactly once (checked).
-Prints a markdown table and writes results.json and table.md to --out.
+Then a latency pass: each variant is sent requests at a fixed rate, 50 % and
+80 % of the throughput it reached, for --latency-s seconds (after one warm-up
+request has its result); latency runs from a request's creation (its
+``sent_ms``, echoed in the result's meta) to its result's timestamp.
+Prints markdown tables and writes results.json and table.md to --out.
 Needs the local Kafka and Redis (`make up`).
-Run: python bench/loops_bench.py [--rounds N] [--w0-count N] [--w2-count N] [--out DIR]
+Run: python bench/loops_bench.py [--rounds N] [--w0-count N] [--w2-count N]
+[--latency-s S] [--out DIR]
 """
 
 from __future__ import annotations
@@ -32,10 +37,20 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from e2e_harness import ReadResult, bench_topics, end_offset, log, produce, read_results
+from e2e_harness import (
+    ReadResult,
+    Topics,
+    bench_topics,
+    end_offset,
+    log,
+    produce,
+    read_results,
+)
 from hand_loops import POLL
 from worker_bench import BATCH, RESNET, TINY, Case, bare_rate
 
@@ -47,6 +62,19 @@ from torchkafka.worker.tools import RequestFactory
 BENCH = Path(__file__).resolve().parent
 VARIANTS = ("torchkafka", "naive", "smart")
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """One variant's latency at a fixed request rate."""
+
+    workload: str
+    variant: str
+    load: float  # of the variant's measured throughput
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +117,22 @@ def command(variant: str, case: Case, source: str, sink: str, dlq: str, count: i
     ]  # fmt: skip
 
 
+@contextmanager
+def running(
+    variant: str, case: Case, topics: Topics, count: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``variant`` answering ``count`` requests of ``topics``, in a process stopped on exit."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), str(BENCH.parent)])}
+    argv = command(variant, case, topics.requests, topics.results, topics.dead_letters, count)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
 def drain(variant: str, case: Case, label: str, round_: int, count: int) -> Run:
     """Run ``variant`` on ``count`` fresh requests; its throughput, CPU and memory."""
     bootstrap, redis_address = kafka_bootstrap(), redis_url()
@@ -96,10 +140,7 @@ def drain(variant: str, case: Case, label: str, round_: int, count: int) -> Run:
     with bench_topics(bootstrap, redis_address, run) as topics:
         inputs = [synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)]
         produce(bootstrap, topics.requests, RequestFactory(run, inputs), count)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), str(BENCH.parent)])}
-        argv = command(variant, case, topics.requests, topics.results, topics.dead_letters, count)
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)  # noqa: S603
-        try:
+        with running(variant, case, topics, count) as process:
             began = found = 0
             cpu_began = 0.0
             deadline = time.monotonic() + 600
@@ -113,10 +154,6 @@ def drain(variant: str, case: Case, label: str, round_: int, count: int) -> Run:
                 time.sleep(0.1)
             cpu = cpu_seconds(process.pid) - cpu_began if process.poll() is None else float("nan")
             rss = peak_rss_mib(process.pid) if process.poll() is None else float("nan")
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            process.wait(60)
         rate = middle_rate(read_results(bootstrap, topics.results, count))  # exactly once each
     return Run(label, variant, round_, rate, cpu / max(1, count - began) * 1e6, rss)
 
@@ -127,6 +164,45 @@ def middle_rate(results: list[ReadResult]) -> float:
     start, end = stamps[len(stamps) // 10], stamps[len(stamps) * 9 // 10]
     between = sum(1 for stamp in stamps if start < stamp <= end)
     return between / ((end - start) / 1000) if end > start else float("nan")
+
+
+def latency(
+    variant: str, case: Case, label: str, load: float, rate: float, seconds: float
+) -> Latency:
+    """``variant``'s latency percentiles with requests sent at ``rate`` for ``seconds``."""
+    bootstrap, redis_address = kafka_bootstrap(), redis_url()
+    run = f"torchkafka.latency.{uuid.uuid4().hex[:8]}"
+    count = max(1, int(rate * seconds))
+    with bench_topics(bootstrap, redis_address, run) as topics:
+        inputs = [synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)]
+        with running(variant, case, topics, count + 1):
+            produce(bootstrap, topics.requests, RequestFactory(f"{run}-warm", inputs), 1)
+            read_results(bootstrap, topics.results, 1, timeout_s=120)  # joined and warm
+            produce(bootstrap, topics.requests, RequestFactory(run, inputs), count, rate)
+            results = read_results(bootstrap, topics.results, count + 1, timeout_s=120)
+    waits = sorted(
+        float(r.timestamp_ms - r.result.meta["sent_ms"])
+        for r in results
+        if not r.result.id.startswith(f"{run}-warm")
+    )
+
+    def at(q: float) -> float:
+        return waits[min(len(waits) - 1, int(q * len(waits)))]
+
+    return Latency(label, variant, load, rate, at(0.5), at(0.99), at(0.999))
+
+
+def latency_table(passes: list[Latency]) -> str:
+    lines = [
+        "| workload | variant | load | requests/s | p50 ms | p99 ms | p99.9 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p.workload} | {p.variant} | {p.load:.0%} | {p.rate:.0f} | {p.p50_ms:.0f} "
+        f"| {p.p99_ms:.0f} | {p.p999_ms:.0f} |"
+        for p in passes
+    ]
+    return "\n".join(lines)
 
 
 def median(values: list[float]) -> float:
@@ -159,6 +235,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--w0-count", type=int, default=20_000, help="W0 requests a drain")
     parser.add_argument("--w2-count", type=int, default=3_000, help="W2 requests a drain")
+    parser.add_argument("--latency-s", type=float, default=15.0, help="seconds a latency pass")
     parser.add_argument("--out", type=Path, default=Path(".run/bench/loops"))
     args = parser.parse_args()
     if min(args.w0_count, args.w2_count) < 4 * POLL:
@@ -177,12 +254,25 @@ def main() -> None:
             for variant in VARIANTS:
                 log(f"round {round_ + 1}, {label}: {variant}, {count} requests")
                 runs.append(drain(variant, case, label, round_, count))
+    passes: list[Latency] = []
+    for label, case, _count in workloads:
+        for variant in VARIANTS:
+            capacity = median(
+                [r.msgs_per_s for r in runs if r.workload == label and r.variant == variant]
+            )
+            for load in (0.5, 0.8):
+                log(f"latency, {label}: {variant} at {load:.0%} of {capacity:.0f} msg/s")
+                passes.append(latency(variant, case, label, load, load * capacity, args.latency_s))
     medians = {label: median(rates) for label, rates in bare.items()}
-    text = table(runs, medians)
+    text = table(runs, medians) + "\n\n" + latency_table(passes)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text + "\n")
-    report = {"runs": [asdict(r) for r in runs], "bare_msgs_per_s": bare}
+    report = {
+        "runs": [asdict(r) for r in runs],
+        "latency": [asdict(p) for p in passes],
+        "bare_msgs_per_s": bare,
+    }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {args.out / 'table.md'}, {args.out / 'results.json'}")
 
