@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from types import FrameType
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
 from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
 from torchkafka.topology import SizeLimits
@@ -36,6 +36,7 @@ from torchkafka.worker.kafka import (
     check_topics,
     group_has_commits,
     init_transactions,
+    kafka_error,
     make_consumer,
     make_producer,
     transactional_settings,
@@ -266,7 +267,7 @@ def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:
         log.error("worker stopped on an error", error=str(exc), cause=repr(exc.__cause__))
         return 1
     except KafkaException as exc:  # a client error the worker has no better word for
-        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        error = kafka_error(exc)
         log.error(
             "worker stopped on a Kafka error",
             error=error.str() if error else str(exc),

@@ -8,6 +8,7 @@ at-least-once, ``TransactionCommits`` for exactly-once).
 
 from torchkafka.worker.kafka._clients import (
     ClientReport,
+    kafka_error,
     make_admin,
     make_consumer,
     make_producer,
@@ -49,6 +50,7 @@ __all__ = [
     "group_has_commits",
     "init_transactions",
     "is_record",
+    "kafka_error",
     "make_admin",
     "make_consumer",
     "make_producer",

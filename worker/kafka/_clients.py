@@ -37,6 +37,12 @@ _LOG_PREFIX = re.compile(r"^.*?\[thrd:[^\]]*\]: ")
 _AFTER = re.compile(r"\(after \d+ms in state (\w+)\)")
 
 
+def kafka_error(exc: KafkaException) -> KafkaError | None:
+    """The ``KafkaError`` a confluent-kafka exception carries, if it carries one."""
+    error = exc.args[0] if exc.args else None
+    return error if isinstance(error, KafkaError) else None
+
+
 def log_client_error(error: KafkaError) -> None:
     """``error_cb``: a client error no call returned; fatal ones are logged as errors."""
     report = log.error if error.fatal() else log.warning

@@ -22,6 +22,7 @@ from typing import Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from torchkafka.worker.kafka._clients import kafka_error
 from torchkafka.worker.pipeline import (
     Delivery,
     DoneMarks,
@@ -216,8 +217,7 @@ class OffsetCommits:
         try:
             results = self._consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            self._commit_results.on_commit(error, partitions)
+            self._commit_results.on_commit(kafka_error(exc), partitions)
             return
         self._commit_results.on_commit(None, results)  # notes any partition refused
 

@@ -7,6 +7,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.kafka._clients import kafka_error
 
 #: Answers of a group coordinator that is moving or loading (a broker just started or
 #: failed over): asked again until the deadline.
@@ -35,7 +36,7 @@ def group_has_commits(consumer: Consumer, topic: str, timeout_s: float) -> bool:
         try:
             return _has_commits(consumer, topic, max(0.5, deadline - time.monotonic()))
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            error = kafka_error(exc)
             busy = error is not None and error.code() in _COORDINATOR_BUSY
             if not busy or time.monotonic() + RETRY_S >= deadline:
                 message = f"cannot read the group's committed offsets on {topic}: {exc}"

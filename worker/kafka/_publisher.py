@@ -17,8 +17,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from torchkafka.codecs import DeadLetterInfo, dead_letter_headers
 from torchkafka.worker._errors import DeliveryFailed
 from torchkafka.worker._reasons import WorkerReason
+from torchkafka.worker.kafka._clients import kafka_error
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
-from torchkafka.worker.pipeline import Delivery, Outcome, Record
+from torchkafka.worker.pipeline import Delivery, Outcome, Place, Record
 
 #: What to do instead when the broker or the producer refuses a message as too large.
 TooLarge = Callable[[KafkaError], None]
@@ -47,7 +48,7 @@ class KafkaPublisher:
         self._completed: deque[Delivery] = deque()
         self._transactional = transactional
         #: Transactional: results the broker refused as too large, by input place.
-        self._refused: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._refused: OrderedDict[Place, str] = OrderedDict()
 
     def result(self, record: Record, request_id: str, value: bytes) -> None:
         """Publish ``record``'s result (key = the input's key).
@@ -58,7 +59,7 @@ class KafkaPublisher:
         report fails the transaction instead: the refusal is remembered, and
         when the record runs again its dead letter goes at once.
         """
-        refused = self._refused.pop(_place(record), None)
+        refused = self._refused.pop(record.place, None)
 
         def too_large(error: KafkaError | str) -> None:
             limit = error if isinstance(error, str) else error.str()
@@ -156,7 +157,7 @@ class KafkaPublisher:
         return int(self._producer.flush(timeout_s))
 
     def _remember_refusal(self, record: Record, error: KafkaError) -> None:
-        self._refused[_place(record)] = f"{error.str()} (refused by the broker)"
+        self._refused[record.place] = f"{error.str()} (refused by the broker)"
         if len(self._refused) > REMEMBERED_REFUSALS:
             self._refused.popitem(last=False)
 
@@ -201,15 +202,11 @@ class KafkaPublisher:
                 self._metrics.retry(RetryKind.PRODUCE_QUEUE_FULL)
                 self._producer.poll(0.05)
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (isinstance(error, KafkaError) and too_large and _too_large(error)):
+                error = kafka_error(exc)
+                if not (error is not None and too_large and _too_large(error)):
                     raise
                 too_large(error)
                 return
-
-
-def _place(record: Record) -> tuple[str, int, int]:
-    return record.topic, record.partition, record.offset
 
 
 def _header_bytes(headers: list[tuple[str, str | bytes | None]]) -> int:

@@ -37,6 +37,7 @@ from confluent_kafka import (
 )
 
 from torchkafka.worker._errors import WorkerError
+from torchkafka.worker.kafka._clients import kafka_error
 from torchkafka.worker.kafka._commits import wait_for_held_marks
 from torchkafka.worker.kafka._publisher import KafkaPublisher
 from torchkafka.worker.ops import WorkerMetrics
@@ -291,7 +292,7 @@ class TransactionCommits:
             try:
                 return call()
             except KafkaException as exc:
-                error = _kafka_error(exc)
+                error = kafka_error(exc)
                 if error is not None and error.fatal():
                     raise WorkerError(
                         f"the transactional producer failed for good: {error.str()} (another "
@@ -314,7 +315,7 @@ class TransactionCommits:
         try:
             self._consumer.seek(TopicPartition(committed.topic, committed.partition, offset))
         except KafkaException as exc:
-            error = _kafka_error(exc)
+            error = kafka_error(exc)
             if error is None or error.code() != KafkaError._STATE:
                 raise WorkerError(f"cannot rewind {committed.topic}: {exc}") from exc
             # Not fetching yet: nothing was read past the committed offset.
@@ -322,8 +323,3 @@ class TransactionCommits:
 
 class _Abortable(Exception):
     """A transactional call failed in a way that an abort recovers from."""
-
-
-def _kafka_error(exc: KafkaException) -> KafkaError | None:
-    error = exc.args[0] if exc.args else None
-    return error if isinstance(error, KafkaError) else None

@@ -9,7 +9,7 @@ crash-loop guard.
 from torchkafka.worker.pipeline._admission import Admission, Gate
 from torchkafka.worker.pipeline._backpressure import Backpressure, PauseReason, intake_limit
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, StagingPool
-from torchkafka.worker.pipeline._crash_guard import CrashGuard, Place, RunLog
+from torchkafka.worker.pipeline._crash_guard import CrashGuard, RunLog
 from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, GuardedPublisher
 from torchkafka.worker.pipeline._dedup import Claims, Dedup, DedupStore
 from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
@@ -26,7 +26,7 @@ from torchkafka.worker.pipeline._images import (
 from torchkafka.worker.pipeline._inference import InferenceWorker
 from torchkafka.worker.pipeline._offsets import OffsetTracker
 from torchkafka.worker.pipeline._parking import Parking
-from torchkafka.worker.pipeline._records import Admitted, Record, TopicPartitionKey
+from torchkafka.worker.pipeline._records import Admitted, Place, Record, TopicPartitionKey
 from torchkafka.worker.pipeline._retry import RetrySettings
 from torchkafka.worker.pipeline._settlement import Settlement
 

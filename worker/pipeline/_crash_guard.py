@@ -33,12 +33,10 @@ import structlog
 
 from torchkafka.worker._errors import TransientError, WorkerError
 from torchkafka.worker.pipeline._batcher import BatchItem
-from torchkafka.worker.pipeline._records import Admitted
+from torchkafka.worker.pipeline._records import Admitted, Place
 
 log = structlog.get_logger(__name__)
 
-#: (topic, partition, offset): where a record is.
-Place = tuple[str, int, int]
 Item = BatchItem[Admitted]
 
 #: How long a place's marks last (a crash loop repeats within minutes).
@@ -180,8 +178,7 @@ class CrashGuard:
 
 def place_of(admitted: Admitted) -> Place:
     """Where ``admitted``'s record is."""
-    record = admitted.record
-    return (record.topic, record.partition, record.offset)
+    return admitted.record.place
 
 
 def quarantine_error(crashes: int) -> str:

@@ -63,7 +63,8 @@ from torchkafka.worker.config import RedisStateLoss
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline import _dedup_scripts as scripts
 from torchkafka.worker.pipeline._breaker import CircuitBreaker
-from torchkafka.worker.pipeline._crash_guard import RUN_MARK_TTL_S, Place
+from torchkafka.worker.pipeline._crash_guard import RUN_MARK_TTL_S
+from torchkafka.worker.pipeline._records import Place
 from torchkafka.worker.pipeline._retry import RetrySettings, retry_policy
 
 T = TypeVar("T")

@@ -9,6 +9,8 @@ from torchkafka.worker.pipeline._images import ModelInput
 
 #: (topic, partition): the unit of assignment, pausing and committing.
 TopicPartitionKey = tuple[str, int]
+#: (topic, partition, offset): where a record is.
+Place = tuple[str, int, int]
 
 
 @dataclass(slots=True)
@@ -31,6 +33,11 @@ class Record:
     def partition_key(self) -> TopicPartitionKey:
         """The (topic, partition) this record belongs to."""
         return (self.topic, self.partition)
+
+    @property
+    def place(self) -> Place:
+        """The (topic, partition, offset) of this record."""
+        return (self.topic, self.partition, self.offset)
 
 
 @dataclass(frozen=True, slots=True)
