@@ -1,7 +1,7 @@
 # torchkafka developer commands. `make help` lists them.
 #
 # Everything installs what it needs on first use: a virtual environment in
-# $(VENV) with the project and its dev extra, and (for run/up/test) the system
+# $(VENV) with the project and its dev and bench extras, and (for run/up/test) the system
 # packages (Java 17, Maven, kcat, redis-server) and the Kafka jars.
 
 SHELL := /bin/bash
@@ -23,10 +23,10 @@ help: ## list the commands
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-install: $(INSTALLED) ## create the virtual environment and install torchkafka[dev]
+install: $(INSTALLED) ## create the virtual environment and install torchkafka[dev,bench]
 
 system-deps: ## apt-install Java 17, Maven, kcat and redis-server where missing
 	deploy/local/install-system-deps.sh

@@ -20,6 +20,9 @@ from torchvision.models import resnet18
 
 MLP_FEATURES = 64
 MLP_CLASSES = 10
+#: W1's input features and hidden width.
+SMALL_MLP_FEATURES = 512
+SMALL_MLP_HIDDEN = 1024
 
 #: Seeds of ``trained_resnet18``'s training batches: TRAIN_SEED + step, far from
 #: the seeds the benches draw calibration, test and timing inputs from.
@@ -33,6 +36,20 @@ def mlp() -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         module = nn.Sequential(nn.Linear(MLP_FEATURES, 128), nn.ReLU(), nn.Linear(128, MLP_CLASSES))
+    return module.eval()
+
+
+def small_mlp() -> nn.Module:
+    """A small float32 [batch, 512] -> [batch, 10] MLP, two hidden layers of 1024 (1.6M), seeded."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = nn.Sequential(
+            nn.Linear(SMALL_MLP_FEATURES, SMALL_MLP_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(SMALL_MLP_HIDDEN, SMALL_MLP_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(SMALL_MLP_HIDDEN, MLP_CLASSES),
+        )
     return module.eval()
 
 

@@ -1,28 +1,33 @@
 """A torchkafka worker next to the loops a user would write by hand, side by side in one run.
 
-Workloads (worker_bench.py's cases): W0, a tiny MLP on float32[64]; W2,
-resnet18 on uint8 3x64x64 (imagenet preprocessing, topk:5). Variants, each a
+Workloads (``--workloads``, worker_bench.py's cases): W0, a tiny MLP on
+float32[64]; W1, a small MLP (512 -> 1024 -> 1024 -> 10) on float32[512]; W2,
+resnet18 on uint8 3x64x64 (imagenet preprocessing, topk:5); W2-224, the same
+at 3x224x224 (minutes a round; not in the default set). Variants, each a
 process of its own draining the same number of requests pre-produced to a
 fresh 4-partition topic:
-  torchkafka  `torchkafka run` (batch 32, dedup in Redis, the default settings)
-  naive       hand_loops.py naive: consume(500), one model call per request
-  smart       hand_loops.py smart: consume(500), one model call per poll
-and bare, the model alone on ready batches of 32 (in this process). Rounds
-interleave the variants; ratios are taken against the smart loop within each
-round, then their median is reported. Throughput is taken over the middle of
-a drain by the results' own timestamps: the results stamped after the 10th
-percentile's stamp and up to the 90th's, over that time (a hand loop publishes
-a whole poll at once, so a drain takes several polls of 500). CPU is the
-process's user and system time from its first result to its last (/proc), per
-result; memory its peak RSS.
+  torchkafka            `torchkafka run` with its defaults (adaptive batch
+                        sizes up to 256, dedup in Redis, dead letters)
+  torchkafka fixed 32   the same with --batch-sizing fixed --max-batch-size 32
+  torchkafka fixed 256  the same with --batch-sizing fixed --max-batch-size 256
+  naive                 hand_loops.py naive: consume(500), one model call per request
+  smart                 hand_loops.py smart: consume(500), one model call per poll
+and bare, the model alone on ready batches of 32 and of 256 (in this process).
+Rounds interleave the variants; ratios are taken against the smart loop
+within each round, then their median is reported. Throughput is taken over
+the middle of a drain by the results' own timestamps: the results stamped
+after the 10th percentile's stamp and up to the 90th's, over that time (a
+hand loop publishes a whole poll at once, so a drain takes several polls of
+500). CPU is the process's user and system time from its first result to its
+last (/proc), per result; memory its peak RSS.
 Every variant must answer each request exactly once (checked).
 Then a latency pass: each variant is sent requests at a fixed rate, 50 % and
 80 % of the throughput it reached, for --latency-s seconds (after one warm-up
 request has its result); latency runs from a request's creation (its
 ``sent_ms``, echoed in the result's meta) to its result's timestamp.
-Prints markdown tables and writes results.json and table.md to --out.
-Needs the local Kafka and Redis (`make up`).
-Run: python bench/loops_bench.py [--rounds N] [--w0-count N] [--w2-count N]
+Prints markdown tables and writes table.md, results.json and plot.png (the
+bench extra's matplotlib) to --out. Needs the local Kafka and Redis (`make up`).
+Run: python bench/loops_bench.py [--rounds N] [--workloads W0,W1,W2] [--count N]
 [--latency-s S] [--out DIR]
 """
 
@@ -52,7 +57,7 @@ from e2e_harness import (
     read_results,
 )
 from hand_loops import POLL
-from worker_bench import BATCH, RESNET, TINY, Case, bare_rate
+from worker_bench import BATCH, RESNET, RESNET_224, SMALL, TINY, Case, bare_rate
 
 from torchkafka.codecs.testing import synthetic_input
 from torchkafka.worker import kafka_bootstrap, redis_url
@@ -60,7 +65,22 @@ from torchkafka.worker.ops import configure_logging
 from torchkafka.worker.tools import RequestFactory
 
 BENCH = Path(__file__).resolve().parent
-VARIANTS = ("torchkafka", "naive", "smart")
+#: The worker's own flags per torchkafka variant (the rest as in ``command``).
+WORKER_VARIANTS = {
+    "torchkafka": (),  # the defaults: adaptive batch sizes up to 256
+    "torchkafka fixed 32": ("--batch-sizing", "fixed", "--max-batch-size", str(BATCH)),
+    "torchkafka fixed 256": ("--batch-sizing", "fixed", "--max-batch-size", "256"),
+}
+VARIANTS = (*WORKER_VARIANTS, "naive", "smart")
+#: Workloads by name: (case, default requests a drain).
+WORKLOADS = {
+    "W0": (TINY, 20_000),
+    "W1": (SMALL, 10_000),
+    "W2": (RESNET, 3_000),
+    "W2-224": (RESNET_224, 2_000),
+}
+#: The batch size of the bare model's second measurement (the worker's largest batch).
+LARGE_BATCH = 256
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -103,13 +123,14 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def command(variant: str, case: Case, source: str, sink: str, dlq: str, count: int) -> list[str]:
-    if variant == "torchkafka":
+    if variant in WORKER_VARIANTS:
         return [
             sys.executable, "-m", "torchkafka.worker.cli", "--log-level", "WARNING", "run",
             "--model", case.model, "--preprocess", case.preprocess,
             "--postprocess", case.postprocess, "--device", "cpu",
-            "--max-batch-size", str(BATCH), "--input-topic", source, "--output-topic", sink,
+            "--input-topic", source, "--output-topic", sink,
             "--dead-letter-topic", dlq, "--group-id", f"bench-{source}", "--metrics-port", "0",
+            *WORKER_VARIANTS[variant],
         ]  # fmt: skip
     return [
         sys.executable, str(BENCH / "hand_loops.py"), variant, case.model, case.preprocess,
@@ -209,7 +230,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def table(runs: list[Run], bare: dict[str, float]) -> str:
+def table(runs: list[Run], bare: dict[str, dict[int, float]]) -> str:
     """The markdown table: medians per workload and variant, and the ratio to smart."""
     lines = [
         "| workload | variant | msg/s | vs smart | CPU µs/msg | peak RSS MiB |",
@@ -226,31 +247,84 @@ def table(runs: list[Run], bare: dict[str, float]) -> str:
                 f"| {ratio:.2f} | {median([r.cpu_us_per_msg for r in these]):.0f} "
                 f"| {median([r.peak_rss_mib for r in these]):.0f} |"
             )
-        lines.append(f"| {workload} | bare model, batch {BATCH} | {bare[workload]:.0f} | | | |")
+        for size, rate in bare[workload].items():
+            lines.append(f"| {workload} | bare model, batch {size} | {rate:.0f} | | | |")
     return "\n".join(lines)
+
+
+def plot(runs: list[Run], passes: list[Latency], path: Path) -> None:
+    """Throughput by workload and variant (vs smart), and latency percentiles, as one PNG."""
+    import matplotlib  # the bench extra; the backend must be chosen before pyplot loads
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r.workload for r in runs))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(15, 5.5))
+    width = 0.8 / len(VARIANTS)
+    for offset, variant in enumerate(VARIANTS):
+        ratios = []
+        for workload in workloads:
+            mine = [r for r in runs if r.workload == workload]
+            smart = {r.round: r.msgs_per_s for r in mine if r.variant == "smart"}
+            these = [r.msgs_per_s / smart[r.round] for r in mine if r.variant == variant]
+            ratios.append(median(these))
+        positions = [i + offset * width for i in range(len(workloads))]
+        left.bar(positions, ratios, width, label=variant)
+    left.set_xticks([i + 0.4 - width / 2 for i in range(len(workloads))], workloads, fontsize=8)
+    left.axhline(1.0, color="black", linewidth=0.8)
+    left.set_ylabel("throughput / smart loop's (median of rounds)")
+    left.set_title("throughput")
+    left.legend(fontsize=8)
+    labels = [f"{p.workload.split()[0]} {p.variant} {p.load:.0%}" for p in passes]
+    rows = range(len(passes))
+    right.barh(rows, [p.p99_ms for p in passes], color="tab:orange", label="p99")
+    right.barh(rows, [p.p50_ms for p in passes], color="tab:blue", label="p50")
+    right.set_yticks(list(rows), labels, fontsize=6)
+    right.invert_yaxis()
+    right.set_xscale("log")
+    right.set_xlabel("ms from request to result (log)")
+    right.set_title("latency at 50 % and 80 % of each variant's throughput")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--w0-count", type=int, default=20_000, help="W0 requests a drain")
-    parser.add_argument("--w2-count", type=int, default=3_000, help="W2 requests a drain")
+    parser.add_argument(
+        "--workloads",
+        default="W0,W1,W2",
+        help=f"comma-separated, of {', '.join(WORKLOADS)} (W2-224 takes minutes a round)",
+    )
+    parser.add_argument(
+        "--count", type=int, default=None, help="requests a drain (default: per workload)"
+    )
     parser.add_argument("--latency-s", type=float, default=15.0, help="seconds a latency pass")
     parser.add_argument("--out", type=Path, default=Path(".run/bench/loops"))
     args = parser.parse_args()
-    if min(args.w0_count, args.w2_count) < 4 * POLL:
+    names = args.workloads.split(",")
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; use {', '.join(WORKLOADS)}")
+    workloads = [
+        (f"{name} {WORKLOADS[name][0].label}", WORKLOADS[name][0], args.count or WORKLOADS[name][1])
+        for name in names
+    ]
+    if min(count for _, _, count in workloads) < 4 * POLL:
         parser.error(f"a drain needs at least {4 * POLL} requests (four polls)")
     configure_logging("console", "WARNING")
-    workloads = (
-        ("W0 " + TINY.label, TINY, args.w0_count),
-        ("W2 " + RESNET.label, RESNET, args.w2_count),
-    )
     runs: list[Run] = []
-    bare: dict[str, list[float]] = {label: [] for label, _, _ in workloads}
+    bare: dict[str, dict[int, list[float]]] = {
+        label: {BATCH: [], LARGE_BATCH: []} for label, _, _ in workloads
+    }
     for round_ in range(args.rounds):
         for label, case, count in workloads:
-            messages, seconds = bare_rate(case, 2.0, None)
-            bare[label].append(messages / seconds)
+            for size, rates in bare[label].items():
+                messages, seconds = bare_rate(case, 2.0, None, size)
+                rates.append(messages / seconds)
             for variant in VARIANTS:
                 log(f"round {round_ + 1}, {label}: {variant}, {count} requests")
                 runs.append(drain(variant, case, label, round_, count))
@@ -263,7 +337,10 @@ def main() -> None:
             for load in (0.5, 0.8):
                 log(f"latency, {label}: {variant} at {load:.0%} of {capacity:.0f} msg/s")
                 passes.append(latency(variant, case, label, load, load * capacity, args.latency_s))
-    medians = {label: median(rates) for label, rates in bare.items()}
+    medians = {
+        label: {size: median(rates) for size, rates in sizes.items()}
+        for label, sizes in bare.items()
+    }
     text = table(runs, medians) + "\n\n" + latency_table(passes)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +351,9 @@ def main() -> None:
         "bare_msgs_per_s": bare,
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written: {args.out / 'table.md'}, {args.out / 'results.json'}")
+    plot(runs, passes, args.out / "plot.png")
+    written = ", ".join(str(args.out / name) for name in ("table.md", "results.json", "plot.png"))
+    print(f"written: {written}")
 
 
 if __name__ == "__main__":

@@ -52,15 +52,30 @@ class Case:
 
 
 TINY = Case("mlp float32[64]", "python:bench_models:mlp", "none", "raw", (64,), "float32")
+SMALL = Case(
+    "small mlp float32[512]", "python:bench_models:small_mlp", "none", "raw", (512,), "float32"
+)
 RESNET = Case(
     "resnet18 uint8 3x64x64", "torchvision:resnet18", "imagenet", "topk:5", (3, 64, 64), "uint8"
 )
+RESNET_224 = Case(
+    "resnet18 uint8 3x224x224",
+    "torchvision:resnet18",
+    "imagenet",
+    "topk:5",
+    (3, 224, 224),
+    "uint8",
+)
 
 
-def bare_rate(case: Case, budget_s: float, torch_threads: int | None) -> tuple[int, float]:
-    """(messages, seconds) of ModelRuntime.infer on batches of BATCH for about ``budget_s``."""
+def bare_rate(
+    case: Case, budget_s: float, torch_threads: int | None, batch_size: int = BATCH
+) -> tuple[int, float]:
+    """(messages, seconds) of ModelRuntime.infer on batches of ``batch_size`` for ``budget_s``."""
     runtime = cpu_runtime(case.model, case.preprocess, case.postprocess, torch_threads)
-    batch = torch.stack([synthetic_input(case.shape, case.dtype, seed) for seed in range(BATCH)])
+    batch = torch.stack(
+        [synthetic_input(case.shape, case.dtype, seed) for seed in range(batch_size)]
+    )
 
     def timed() -> tuple[int, float]:
         for _ in range(3):
@@ -70,7 +85,7 @@ def bare_rate(case: Case, budget_s: float, torch_threads: int | None) -> tuple[i
         while (elapsed := time.perf_counter() - start) < budget_s:
             runtime.infer(batch)
             batches += 1
-        return batches * BATCH, elapsed
+        return batches * batch_size, elapsed
 
     return on_own_thread(timed)  # as the worker's inference thread runs
 

@@ -20,7 +20,12 @@ from torchkafka.codecs import DEFAULT_LIMITS, TorchKafkaError
 from torchkafka.topology import SizeLimits
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker._redis_setup import dedup_store
-from torchkafka.worker.config import WorkerConfig, group_membership
+from torchkafka.worker.config import (
+    BatchingSettings,
+    ModelSettings,
+    WorkerConfig,
+    group_membership,
+)
 from torchkafka.worker.kafka import (
     STATISTICS_INTERVAL_MS,
     TRANSACTION_TIMEOUT_MS,
@@ -44,6 +49,7 @@ from torchkafka.worker.kafka import (
 from torchkafka.worker.model import Reloader, build_runtime, resolve_device, watched_files
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
 from torchkafka.worker.pipeline import (
+    BatchSizer,
     CrashGuard,
     DeadLetterGuard,
     DeviceJpeg,
@@ -57,6 +63,7 @@ from torchkafka.worker.pipeline import (
     Settlement,
     StagingPool,
     decode_threads,
+    ladder,
 )
 
 log = structlog.get_logger(__name__)
@@ -152,6 +159,7 @@ def _run(
             ),
         )
         batching = config.batching
+        sizer = batch_sizer(batching, model)
         inference = InferenceWorker(
             runtime,
             StagingPool(pin_memory=device.type == "cuda"),
@@ -161,6 +169,7 @@ def _run(
             metrics,
             device_jpeg=device_jpeg,
             crash_guard=CrashGuard(dedup, limits.quarantine_after_crashes),
+            batch_times=sizer.ran if sizer else None,
         )
         images = ImageDecoder(
             decode_threads(batching.image_decode_threads, runtime.num_threads),
@@ -229,6 +238,7 @@ def _run(
                 model.max_batch_size,
                 batching.max_wait_ms / 1000,
                 max_batch_bytes=batching.max_batch_mib << 20,
+                sizer=sizer,
             ),
             poll_batch=batching.poll_batch,
             metrics=metrics,
@@ -254,6 +264,17 @@ def _run(
         log.info("consuming", topic=config.input_topic, group=config.group_id)
         loop.run(stop)
         log.info("stopped")
+
+
+def batch_sizer(batching: BatchingSettings, model: ModelSettings) -> BatchSizer | None:
+    """The adaptive batch sizer the settings ask for (None: fixed sizes)."""
+    if batching.batch_sizing == "fixed":
+        return None
+    target_ms = batching.latency_target_ms
+    return BatchSizer(
+        ladder(model.max_batch_size, model.batch_buckets),
+        None if target_ms is None else target_ms / 1000,
+    )
 
 
 def run_in_this_process(config: WorkerConfig, worker_index: int = 0) -> int:

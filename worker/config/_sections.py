@@ -26,6 +26,7 @@ RedisStateLoss = Literal["pause", "continue"]
 GroupProtocol = Literal["classic", "consumer"]
 #: What a worker promises about results: at least one per input, or exactly one (transactions).
 Guarantee = Literal["at-least-once", "exactly-once"]
+BatchSizing = Literal["adaptive", "fixed"]
 Backend = Literal["eager", "torchscript", "compile", "tensorrt", "int8"]
 Precision = Literal["fp32", "fp16", "bf16"]
 SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
@@ -169,7 +170,9 @@ class ModelSettings:
         "int8 calibration inputs: a .pt file holding one [N, ...] tensor, or a folder of images",
         None,
     )
-    max_batch_size: int = setting("largest batch the model runs (the micro-batch limit)", 32)
+    max_batch_size: int = setting(
+        "largest batch the model runs (the micro-batch limit; adaptive sizing climbs to it)", 256
+    )
     batch_buckets: tuple[int, ...] = setting(
         "batch sizes to pad partial batches up to, e.g. 1,8,32 (static shapes for tensorrt "
         "and CUDA graphs); empty: no padding",
@@ -208,6 +211,18 @@ class BatchingSettings:
     """How records become batches: intake per poll, the batching window, the queue."""
 
     max_wait_ms: float = setting("longest a request waits for its batch to fill", 5.0)
+    batch_sizing: BatchSizing = setting(
+        "adaptive: batches close at a size that steps up (powers of two, or the batch "
+        "buckets, up to --max-batch-size) while they close full and down when one leaves on "
+        "its wait at most half full; fixed: every batch closes at --max-batch-size or when "
+        "its wait ends",
+        "adaptive",
+    )
+    latency_target_ms: float | None = setting(
+        "adaptive sizing steps up only to a batch size whose measured model time (or the "
+        "size below's, scaled) is within this many ms (default: no bound)",
+        None,
+    )
     inference_queue_batches: int = setting("batches queued for the model before pausing", 2)
     poll_batch: int = setting("most messages per consume() call", 500)
     image_decode_threads: int = setting(
@@ -224,6 +239,8 @@ class BatchingSettings:
     def __post_init__(self) -> None:
         _positive(self, "inference_queue_batches", "poll_batch", "max_batch_mib")
         _not_negative(self, "max_wait_ms", "image_decode_threads")
+        if self.latency_target_ms is not None and not self.latency_target_ms > 0:
+            raise StartupError(f"latency_target_ms must be > 0, got {self.latency_target_ms}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ crash-loop guard.
 
 from torchkafka.worker.pipeline._admission import Admission, Gate
 from torchkafka.worker.pipeline._backpressure import Backpressure, PauseReason, intake_limit
+from torchkafka.worker.pipeline._batch_sizer import BatchSizer, ladder
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, StagingPool
 from torchkafka.worker.pipeline._crash_guard import CrashGuard, RunLog
 from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, GuardedPublisher
@@ -36,6 +37,7 @@ __all__ = [
     "Backpressure",
     "Batch",
     "BatchItem",
+    "BatchSizer",
     "Claims",
     "CrashGuard",
     "DeadLetterGuard",
@@ -68,5 +70,6 @@ __all__ = [
     "batch_tensor",
     "decode_threads",
     "intake_limit",
+    "ladder",
     "result_ids",
 ]

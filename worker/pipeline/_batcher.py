@@ -1,9 +1,10 @@
 """Micro-batching: group decoded inputs by (shape, dtype), flush when full or due.
 
-A group is full at ``max_batch_size`` items, or sooner where that many would
-pass ``max_batch_bytes``: a batch of large images stays within the bound, and
-so does its staging buffer, sized for the group's capacity (padding to a
-batch bucket aside).
+A group's capacity is ``max_batch_size`` items, or fewer where that many
+would pass ``max_batch_bytes``: a batch of large images stays within the
+bound, and so does its staging buffer, sized for the capacity (padding to a
+batch bucket aside). A group is full at its capacity, or, with a
+``BatchSizer``, at the sizer's size when that is smaller (adaptive batching).
 
 ``MicroBatcher`` is pure and single-owner: no Kafka, no threads, no clock;
 callers pass ``now`` (seconds on the clock of ``BatchItem.enqueued_at``).
@@ -23,6 +24,7 @@ from typing import Generic, TypeVar
 import torch
 
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.pipeline._batch_sizer import BatchSizer
 
 T = TypeVar("T")
 
@@ -173,20 +175,29 @@ class _Group(Generic[T]):
 class MicroBatcher(Generic[T]):
     """Groups items by (shape, dtype); a group flushes when full or when it is due.
 
-    A group is full at its ``capacity``; it is due once its oldest item has
-    waited ``max_wait_s``. Every item added comes out exactly once: in a
+    A group is full at its ``capacity``, or at ``sizer.size`` when that is
+    smaller; it is due once its oldest item has waited ``max_wait_s``. Every
+    batch that closes is reported to the sizer. Every item added comes out exactly once: in a
     batch, or from ``discard``. Not thread-safe: one owner (the polling loop)
     calls it.
     """
 
     def __init__(
-        self, max_batch_size: int, max_wait_s: float, max_batch_bytes: int | None = None
+        self,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_batch_bytes: int | None = None,
+        sizer: BatchSizer | None = None,
     ) -> None:
-        """``max_batch_bytes``: the most bytes of inputs in one batch (None: no bound)."""
+        """``max_batch_bytes``: the most bytes of inputs in one batch (None: no bound).
+
+        ``sizer``: adapts the size at which groups close (None: at their capacity).
+        """
         if not max_wait_s >= 0:  # NaN too
             raise ValueError("max_wait_s must be >= 0")
         if max_batch_bytes is not None and max_batch_bytes < 1:
             raise ValueError("max_batch_bytes must be >= 1")
+        self._sizer = sizer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_batch_bytes = max_batch_bytes
@@ -211,6 +222,8 @@ class MicroBatcher(Generic[T]):
         if value < 1:
             raise ValueError("max_batch_size must be >= 1")
         self._max_batch_size = value
+        if self._sizer is not None:
+            self._sizer.limit(value)
 
     def capacity(self, key: GroupKey) -> int:
         """The most items of ``key`` in a batch, and the rows of its staging buffer.
@@ -234,7 +247,7 @@ class MicroBatcher(Generic[T]):
         group.items.append(item)
         group.oldest = min(group.oldest, item.enqueued_at)
         self._count += 1
-        ready = self._flush(key) if len(group.items) >= self.capacity(key) else []
+        ready = self._flush(key) if len(group.items) >= self._fill(key) else []
         return ready + self.due(now)
 
     def due(self, now: float) -> list[Batch[T]]:
@@ -278,8 +291,22 @@ class MicroBatcher(Generic[T]):
         keys.sort(key=lambda key: self._groups[key].oldest)
         return [batch for key in keys for batch in self._flush(key)]
 
+    def _fill(self, key: GroupKey) -> int:
+        """The items at which a group of ``key`` is full."""
+        capacity = self.capacity(key)
+        return capacity if self._sizer is None else min(capacity, self._sizer.size)
+
     def _flush(self, key: GroupKey) -> list[Batch[T]]:
         items = self._groups.pop(key).items
         self._count -= len(items)
-        size = self.capacity(key)
-        return [Batch(tuple(items[i : i + size]), size) for i in range(0, len(items), size)]
+        capacity = self.capacity(key)
+        batches: list[Batch[T]] = []
+        start = 0
+        while start < len(items):
+            fill = self._fill(key)
+            batch = Batch(tuple(items[start : start + fill]), capacity)
+            start += len(batch)
+            if self._sizer is not None:
+                self._sizer.closed(len(batch), full=len(batch) == fill)
+            batches.append(batch)
+        return batches

@@ -25,6 +25,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -79,11 +80,14 @@ class InferenceWorker:
         metrics: WorkerMetrics,
         device_jpeg: DeviceJpeg | None = None,
         crash_guard: CrashGuard | None = None,
+        batch_times: Callable[[int, float], None] | None = None,
     ) -> None:
         """Results report the model name and version of the runtime that computed them.
 
         ``device_jpeg`` decodes the JPEGs the image pool left encoded;
-        ``crash_guard`` screens each batch before it launches (none: unguarded).
+        ``crash_guard`` screens each batch before it launches (none: unguarded);
+        ``batch_times`` is told the size and the seconds of each batch that ran
+        (``BatchSizer.ran``).
         """
         self._runtime = runtime
         self._device_jpeg = device_jpeg
@@ -92,6 +96,7 @@ class InferenceWorker:
         self._publisher = publisher
         self._worker_id = worker_id
         self._metrics = metrics
+        self._batch_times = batch_times
         self.queue_batches = queue_batches
         # unfinished_tasks counts batches queued or held by the thread (task_done when finished).
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_batches)
@@ -389,6 +394,8 @@ class InferenceWorker:
         infer_ms = (finished - started) * 1000
         waits_s = [started - item.enqueued_at for item in batch.items]
         self._metrics.batch(len(batch), finished - started, waits_s)
+        if self._batch_times is not None:
+            self._batch_times(len(batch), finished - started)
         for item, row, wait_s in zip(batch.items, outputs, waits_s, strict=True):
             record, request = item.token.record, item.token.request
             result = Result(

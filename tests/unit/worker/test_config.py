@@ -192,7 +192,10 @@ def test_a_config_file_with_unknown_keys_or_bad_toml_is_refused(tmp_path: Path) 
 
 def test_model_runtime_settings_come_from_strings_and_toml(tmp_path: Path) -> None:
     file = tmp_path / "worker.toml"
-    file.write_text('batch_buckets = [1, 8, 32]\ninput_shape = [3, 64, 64]\nbackend = "compile"\n')
+    file.write_text(
+        "max_batch_size = 32\nbatch_buckets = [1, 8, 32]\n"
+        'input_shape = [3, 64, 64]\nbackend = "compile"\n'
+    )
     environ = {"TORCHKAFKA_CHANNELS_LAST": "yes", "TORCHKAFKA_PRECISION": "bf16"}
     model = load_config(file, environ, {**REQUIRED, "cuda_graphs": "false"}).model
     assert model.batch_buckets == (1, 8, 32)
@@ -212,6 +215,8 @@ def test_model_runtime_settings_come_from_strings_and_toml(tmp_path: Path) -> No
         ({"channels_last": "maybe"}, "channels_last: cannot use 'maybe'"),
         ({"batch_buckets": "1,8,64"}, r"largest batch bucket \(64\) must equal max_batch_size"),
         ({"batch_buckets": "0,32"}, "batch_buckets must be >= 1"),
+        ({"batch_sizing": "dynamic"}, "batch_sizing must be one of adaptive, fixed"),
+        ({"latency_target_ms": "0"}, "latency_target_ms must be > 0"),
         ({"model_watch_s": "-1"}, "model_watch_s must be >= 0"),
         ({"shutdown_redis_wait_s": "-0.5"}, "shutdown_redis_wait_s must be >= 0"),
         ({"input_shape": "3,0"}, "input_shape dimensions must be >= 1"),

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchkafka.worker._errors import StartupError
-from torchkafka.worker.pipeline import Batch, BatchItem, MicroBatcher, StagingPool
+from torchkafka.worker.pipeline import (
+    Batch,
+    BatchItem,
+    BatchSizer,
+    MicroBatcher,
+    StagingPool,
+    ladder,
+)
 
 
 def item(token: int, now: float = 0.0, shape=(2, 3), dtype=torch.float32) -> BatchItem[int]:
@@ -311,14 +318,17 @@ resize_op = st.tuples(st.just("resize"), st.integers(1, 5), st.just(0.0))
     max_wait_s=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
     max_batch_bytes=st.none() | st.integers(1, 40),
     ops=st.lists(st.one_of(add_op, add_op, add_op, due_op, discard_op, resize_op), max_size=60),
+    adaptive=st.booleans(),
 )
 def test_every_item_comes_out_once_in_uniform_ordered_batches(
     max_batch_size: int,
     max_wait_s: float,
     max_batch_bytes: int | None,
     ops: list[tuple[str, int, float]],
+    adaptive: bool,
 ) -> None:
-    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size, max_wait_s, max_batch_bytes)
+    sizer = BatchSizer(ladder(max_batch_size)) if adaptive else None
+    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size, max_wait_s, max_batch_bytes, sizer)
     pool = StagingPool(pin_memory=False)
     added: dict[int, BatchItem[int]] = {}
     batches: list[Batch[int]] = []

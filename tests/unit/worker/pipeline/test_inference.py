@@ -364,3 +364,19 @@ def test_out_of_memory_decoding_jpegs_on_the_device_decodes_halves() -> None:
     for name, data in files.items():
         expected = Halving()(pillow_pixels(data).unsqueeze(0))[0]
         assert torch.equal(publisher.results[name].outputs["output"], expected), name
+
+
+def test_each_batch_that_ran_reports_its_size_and_time() -> None:
+    reported: list[tuple[int, float]] = []
+    worker = InferenceWorker(
+        make_runtime(Doubling(), False),
+        StagingPool(pin_memory=False),
+        MemoryOutbox(),
+        "w",
+        8,
+        WorkerMetrics(),
+        batch_times=lambda size, seconds: reported.append((size, seconds)),
+    )
+    run(worker, batch(item(1), item(2), item(3)), batch(item(4)))
+    assert [size for size, _ in reported] == [3, 1]
+    assert all(seconds > 0 for _, seconds in reported)
