@@ -214,8 +214,8 @@ class BatchingSettings:
     batch_sizing: BatchSizing = setting(
         "adaptive: batches close at a size that steps up (powers of two, or the batch "
         "buckets, up to --max-batch-size) while they close full and down when one leaves on "
-        "its wait at most half full; fixed: every batch closes at --max-batch-size or when "
-        "its wait ends",
+        "its wait at most half full once caught up; fixed: every batch closes at "
+        "--max-batch-size or when its wait ends",
         "adaptive",
     )
     latency_target_ms: float | None = setting(

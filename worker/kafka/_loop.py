@@ -145,7 +145,10 @@ class WorkerLoop:
             self._rewind()
         if self._ready:  # the inference queue is full: wait for room, not for records
             self._inference.wait_for_room(self._timings.backlog_wait_s)
-        messages = self._consumer.consume(self._intake_limit(), self._poll_timeout())
+            self._submit_ready()  # before the poll: the model must not wait for its admission
+        limit = self._intake_limit()
+        messages = self._consumer.consume(limit, self._poll_timeout())
+        self._batcher.source_behind(len(messages) >= limit)
         now = self._clock()
         records = self._reader.records(messages, now)
         self._metrics.consumed(len(records))

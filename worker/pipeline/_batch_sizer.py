@@ -7,9 +7,11 @@ powers of two up to ``max_batch_size``):
 - up one rung each time a batch closes full: records were waiting for it, so
   a larger batch costs none of them a wait, and amortises the per-batch work
   (the model call, the Redis calls, the produce) over more of them;
-- down one rung each time a batch leaves on its timer at most half full:
-  the worker has caught up, and the first records of the next burst are
-  answered sooner from a small batch.
+- down one rung each time a batch leaves on its timer at most half full
+  while the source has caught up (the last poll took fewer records than it
+  asked for): the first records of the next burst are answered sooner from
+  a small batch. Behind a backlog, a batch that leaves on its timer (the
+  polling thread took longer than the wait) holds the size.
 
 With a latency target, the size climbs only to a rung whose model time
 (measured and smoothed; before that rung has run, the rung below's scaled by
@@ -52,6 +54,8 @@ class BatchSizer:
         self._sizes = tuple(sizes)
         self._latency_target_s = latency_target_s
         self._rung = 0
+        #: Records are waiting at the source (the last poll came back full): no step down.
+        self.behind = False
         self._top = len(sizes) - 1  # the highest rung allowed (lowered by ``limit``)
         self._seconds: dict[int, float] = {}  # smoothed model time per rung
 
@@ -70,7 +74,7 @@ class BatchSizer:
         if full:
             if self._rung < self._top and self._fits(self._rung + 1):
                 self._rung += 1
-        elif self._rung > 0 and items * 2 <= self.size:
+        elif self._rung > 0 and items * 2 <= self.size and not self.behind:
             self._rung -= 1
 
     def ran(self, items: int, seconds: float) -> None:

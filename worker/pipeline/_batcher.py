@@ -225,6 +225,11 @@ class MicroBatcher(Generic[T]):
         if self._sizer is not None:
             self._sizer.limit(value)
 
+    def source_behind(self, behind: bool) -> None:
+        """Whether records wait at the source (the last poll came back full); told to the sizer."""
+        if self._sizer is not None:
+            self._sizer.behind = behind
+
     def capacity(self, key: GroupKey) -> int:
         """The most items of ``key`` in a batch, and the rows of its staging buffer.
 

@@ -31,6 +31,7 @@ from torchkafka.worker.kafka import (
 )
 from torchkafka.worker.ops import Health, WorkerMetrics
 from torchkafka.worker.pipeline import (
+    BatchSizer,
     DeadLetterGuard,
     DoneMarks,
     Gate,
@@ -75,6 +76,7 @@ class Loop:
         redis_wait_s: float = 10.0,
         exactly_once: bool = False,
         transaction_s: float = 0.0,
+        sizer: BatchSizer | None = None,
     ) -> None:
         self.consumer = FakeConsumer()
         self.commit_results = CommitResults()
@@ -142,7 +144,7 @@ class Loop:
             marks=self.marks,
             commits=commits,
             inference=self.inference,
-            batcher=MicroBatcher(MAX_BATCH, 0.0),
+            batcher=MicroBatcher(MAX_BATCH, 0.0, sizer=sizer),
             poll_batch=16,
             metrics=WorkerMetrics(),
             health=self.health,

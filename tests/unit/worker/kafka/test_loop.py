@@ -13,7 +13,7 @@ from tests.support.runtimes import WAIT_S, Gated
 from tests.unit.worker.kafka.loops import MAX_BATCH, QUEUE_BATCHES, TOPIC, FakeClock, request
 from torchkafka.worker import DeadLetterLimitExceeded, DeliveryFailed, WorkerError
 from torchkafka.worker.kafka import LoopTimings
-from torchkafka.worker.pipeline import DeadLetterGuard
+from torchkafka.worker.pipeline import BatchSizer, DeadLetterGuard, ladder
 
 
 def test_every_record_gets_one_result_and_the_commits_reach_the_end(make_loop) -> None:
@@ -279,3 +279,43 @@ def test_a_batch_that_cannot_be_read_is_a_dead_letter_a_record_and_the_stream_go
     assert set(loop.outbox.results) == {"before", "after"}
     assert loop.outbox.reasons == ["unreadable_record"] * 3
     assert loop.outbox.dead_letters[None][1] == "the record cannot be read (Decompression failed)"
+
+
+def test_a_ready_batch_goes_to_the_model_before_the_next_poll(make_loop) -> None:
+    model = Gated()
+    loop = make_loop(model=model)
+    loop.start(0)
+    batches = QUEUE_BATCHES + 2  # one running, the queue full, one left ready
+    loop.send(0, *[f"r{i}" for i in range(batches * MAX_BATCH)])
+    loop.step_until(model.entered.is_set)  # the first batch runs, held at the gate
+    events: list[str] = []
+    submit, consume = loop.inference.try_submit, loop.consumer.consume
+
+    def submitted(batch):
+        accepted = submit(batch)
+        events.append(f"submit {accepted}")
+        return accepted
+
+    def consumed(*args):
+        events.append("consume")
+        return consume(*args)
+
+    loop.inference.try_submit = submitted
+    loop.consumer.consume = consumed
+    model.gate.set()  # the thread takes the next batch: room for the ready one
+    loop.loop.step()
+    assert "submit True" in events
+    assert events.index("submit True") < events.index("consume")
+    loop.step_until(lambda: len(loop.outbox.results) == batches * MAX_BATCH)
+
+
+def test_the_batch_sizer_learns_from_each_poll_whether_records_wait(make_loop) -> None:
+    sizer = BatchSizer(ladder(MAX_BATCH))
+    loop = make_loop(sizer=sizer)
+    loop.start(0)
+    loop.send(0, *[f"r{i}" for i in range(40)])  # more than a poll takes
+    loop.loop.step()
+    assert sizer.behind
+    loop.step_until(lambda: len(loop.outbox.results) == 40)
+    loop.loop.step()  # an empty poll
+    assert not sizer.behind

@@ -134,3 +134,19 @@ def test_the_settings_choose_the_sizer() -> None:
     assert sizer.predicted_s(8) == pytest.approx(0.12)  # buckets are its ladder: 1, 8, 32
     sizer.closed(1, full=True)
     assert sizer.size == 1  # 120 ms predicted against a 20 ms target
+
+
+def test_behind_a_backlog_a_batch_leaving_on_its_timer_holds_the_size() -> None:
+    sizer = BatchSizer(ladder(8))
+    batcher: MicroBatcher[int] = MicroBatcher(8, max_wait_s=0.5, sizer=sizer)
+    for token in range(7):
+        batcher.add(item(token), 0.0)
+    assert sizer.size == 8
+    batcher.source_behind(True)  # the last poll came back full: more records wait
+    batcher.add(item(7, 1.0), 1.0)
+    assert sizes_of(batcher.due(1.5)) == [1]
+    assert sizer.size == 8
+    batcher.source_behind(False)
+    batcher.add(item(8, 2.0), 2.0)
+    assert sizes_of(batcher.due(2.5)) == [1]
+    assert sizer.size == 4
