@@ -2,29 +2,36 @@
 
 A record that kills the process (a segfault in a native kernel, the kernel's
 OOM killer) is read again by every restarted worker and kills each one. So
-the inference thread marks, in a ``RunLog`` (Redis), the places (topic,
-partition, offset) of the records it runs, under a run id of its own (random,
-one per process lifetime), and has the marks of finished places deleted.
-Another run's mark still on a place means that run's process died with it
-running.
+the places (topic, partition, offset) of the records about to run are marked
+in a ``RunLog`` (Redis) under a run id of this process's own (random, one per
+process lifetime), and the marks of finished places are deleted. Another
+run's mark still on a place means that run's process died with it running,
+or queued to run.
 
-Before a batch launches, one ``RunLog.mark_running`` call deletes the marks
-of the places finished since the last call and counts, for each place of the
-batch, the other runs that marked it. A count of ``quarantine_after_crashes``
-or more: the record is dead-lettered (``quarantined``) without running. Above
-0: a suspect, which runs alone (nothing else in flight), marked right before.
-The batch is marked at once when all its counts are 0; otherwise its clean
-rest is screened again after its suspects ran. So a mark means "was running
-then": the innocent neighbours of a poison record are counted once, then run
-alone and are cleared; only a record that dies alone each time reaches the
-limit. A thread that stops on an error (not a death) removes its own marks.
+As the polling thread queues a batch for the inference thread, one
+``RunLog.mark_running`` call (``mark_queued``) deletes the marks of the
+places finished since the last call and counts, for each place of the batch,
+the other runs that marked it; when every count is 0, the batch is marked
+and queued ready to run: the round trip is off the inference thread. A batch
+with a count above 0 is queued unmarked, and the inference thread screens it
+(``screen``) before it launches: a count of ``quarantine_after_crashes`` or
+more, the record is dead-lettered (``quarantined``) without running; above 0,
+a suspect, which runs alone (nothing else in flight), marked right before;
+the clean rest is screened again after its suspects ran. So the innocent
+neighbours of a poison record (in its batch, or queued behind it) are
+counted once, then run alone and are cleared; only a record that dies alone
+each time reaches the limit. A place marked again while it still runs (a
+rewind re-reads it) keeps its mark until both runs finished. A thread that
+stops on an error (not a death) removes this run's marks.
 
 Redis away: the batch runs unguarded (logged once per outage).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,9 +86,11 @@ class Screening:
 
 
 class CrashGuard:
-    """Screens batches for the inference thread (its only caller) against one ``RunLog``.
+    """Marks batches as they are queued, and screens the rest for the inference thread.
 
-    Off, making no call, when ``run_log`` is None or ``quarantine_after_crashes`` is 0.
+    ``mark_queued`` is the polling thread's; ``screen``, ``running``,
+    ``finished`` and ``leave`` the inference thread's. Off, making no call,
+    when ``run_log`` is None or ``quarantine_after_crashes`` is 0.
     """
 
     def __init__(self, run_log: RunLog | None, quarantine_after_crashes: int) -> None:
@@ -93,9 +102,19 @@ class CrashGuard:
         self._limit = quarantine_after_crashes
         #: This process lifetime's id in the marks (host/pid repeats across container restarts).
         self.run_id = uuid.uuid4().hex
-        self._running: set[Place] = set()  # marked by this run, not finished
+        self._lock = threading.Lock()  # for the two below: both threads mark
+        self._running: Counter[Place] = Counter()  # marked by this run, times not finished
         self._finished: list[Place] = []  # to unmark with the next call
         self._away = False
+
+    def mark_queued(self, items: Sequence[Item]) -> bool:
+        """Mark ``items`` running if no other run marked any; False: ``screen`` them instead.
+
+        Also deletes the marks of what finished since the last call. True, and
+        unmarked, when off or Redis is away.
+        """
+        counts = self._mark([place_of(item.token) for item in items], suspect=False)
+        return counts is None or not any(counts)
 
     def screen(self, items: Sequence[Item]) -> Screening:
         """Sort ``items`` by their counts, marking them running if all are 0.
@@ -132,17 +151,22 @@ class CrashGuard:
         """``inputs`` have their outcome: their marks are deleted with the next call."""
         if self._run_log is None:
             return
-        for admitted in inputs:
-            place = place_of(admitted)
-            self._running.discard(place)
-            self._finished.append(place)
+        with self._lock:
+            for admitted in inputs:
+                place = place_of(admitted)
+                if self._running[place] > 1:  # marked again meanwhile: that run still needs it
+                    self._running[place] -= 1
+                    continue
+                del self._running[place]
+                self._finished.append(place)
 
     def leave(self) -> None:
         """The inference thread stops on an error, not killed: remove this run's marks."""
-        if self._run_log is None or not self._running:
-            return
-        running, finished = list(self._running), self._take_finished()
-        self._running.clear()
+        with self._lock:
+            if self._run_log is None or not self._running:
+                return
+            running, finished = list(self._running), self._take_finished()
+            self._running.clear()
         try:
             self._run_log.forget_run(self.run_id, running, finished)
         except WorkerError as exc:
@@ -152,7 +176,8 @@ class CrashGuard:
         """The counts of ``places`` (marked as the run log decides); None if unguarded."""
         if self._run_log is None:
             return None
-        finished = self._take_finished()  # dropped if the call fails: the marks expire
+        with self._lock:
+            finished = self._take_finished()  # dropped if the call fails: the marks expire
         if not places and not finished:
             return []
         try:
@@ -168,10 +193,12 @@ class CrashGuard:
             log.info("redis is back: batches run with the crash-loop guard")
             self._away = False
         if suspect or not any(counts):
-            self._running.update(places)
+            with self._lock:
+                self._running.update(places)
         return counts
 
     def _take_finished(self) -> list[Place]:
+        """The finished places not yet unmarked (hold the lock)."""
         finished, self._finished = self._finished, []
         return finished
 

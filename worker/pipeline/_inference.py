@@ -15,9 +15,10 @@ own are found; only those are dead-lettered. CUDA out-of-memory splits the
 batch too and lowers ``batch_limit`` for the batches formed after it.
 ``swap_runtime`` replaces the model between batches.
 
-With a ``CrashGuard``, each batch is screened before it launches (one Redis
-call): records that worker processes died running are quarantined or run
-alone (``_crash_guard``).
+With a ``CrashGuard``, each batch is marked running as it is queued (one
+Redis call, on the submitting thread); one that holds records worker
+processes died running is screened before it launches instead: those are
+quarantined or run alone (``_crash_guard``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ OOM_BACKOFF_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
+class _Queued:
+    """A submitted batch; ``marked``: the crash guard marked it running (no screening left)."""
+
+    batch: Batch[Admitted]
+    marked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _InFlight:
     """A launched batch, with the runtime it runs on and the staging buffer it holds."""
 
@@ -85,7 +94,8 @@ class InferenceWorker:
         """Results report the model name and version of the runtime that computed them.
 
         ``device_jpeg`` decodes the JPEGs the image pool left encoded;
-        ``crash_guard`` screens each batch before it launches (none: unguarded);
+        ``crash_guard`` marks each batch as it is queued, or screens it before
+        it launches (none: unguarded);
         ``batch_times`` is told the size and the seconds of each batch that ran
         (``BatchSizer.ran``).
         """
@@ -126,11 +136,15 @@ class InferenceWorker:
         log.info("model swapped", old=_label(old), new=_label(runtime.info))
 
     def try_submit(self, batch: Batch[Admitted]) -> bool:
-        """Queue ``batch`` unless the queue is full (then the caller should pause)."""
-        try:
-            self._queue.put_nowait(batch)
-        except queue.Full:
+        """Queue ``batch`` unless the queue is full (the caller should pause) or the thread died.
+
+        One thread submits. A batch that fits is marked running by the crash
+        guard first (a Redis call on this thread; ``WorkerError`` if Redis
+        refuses it).
+        """
+        if self._queue.full() or self.failure is not None:
             return False
+        self._queue.put_nowait(_Queued(batch, self._guard.mark_queued(batch.items)))
         return True
 
     def wait_for_room(self, timeout_s: float) -> None:
@@ -175,7 +189,7 @@ class InferenceWorker:
                 else:
                     self._room.set()
                 self._progress_at = time.monotonic()
-                if isinstance(got, Batch):
+                if isinstance(got, _Queued):
                     in_flight = self._advance(got, in_flight)
                     continue
                 if in_flight is not None:
@@ -190,16 +204,16 @@ class InferenceWorker:
             log.exception("inference thread failed")
             self._guard.leave()  # a stop on an error is no crash: unmark what was running
 
-    def _advance(self, batch: Batch[Admitted], in_flight: _InFlight | None) -> _InFlight | None:
-        """Launch queued ``batch``, then finish ``in_flight``; what is left in flight.
+    def _advance(self, queued: _Queued, in_flight: _InFlight | None) -> _InFlight | None:
+        """Launch ``queued``'s batch, then finish ``in_flight``; what is left in flight.
 
-        ``batch`` stays in flight only on a pipelined runtime. ``in_flight``
-        is finished before a failure of ``batch`` is retried, so that its
+        The batch stays in flight only on a pipelined runtime. ``in_flight``
+        is finished before a failure of the batch is retried, so that its
         device memory is free for the retries, and before a suspect of the
         crash guard runs alone.
         """
-        live = self._live(batch)
-        if live is not None:
+        live = self._live(queued.batch)
+        if live is not None and not queued.marked:
             live, in_flight = self._screen(live, in_flight)
         if live is not None:
             live = self._with_pixels(live)

@@ -1,4 +1,5 @@
-"""The crash-loop guard on the inference thread, over the in-memory run log (no Redis).
+"""The crash-loop guard, over the in-memory run log (no Redis): marks as batches are queued,
+screening on the inference thread.
 
 A worker process's lifetime is an ``InferenceWorker`` with a ``CrashGuard`` of
 its own (its own run id); one that "dies" is left holding its batch in the
@@ -202,8 +203,9 @@ def test_a_suspect_runs_alone_once_the_batch_in_flight_finished(
     life.run(batch(1, 2), batch(3, 4, 5), batch(6))
     assert life.events() == order
     assert set(life.outbox.results) == {f"r{i}" for i in range(1, 7)}
-    # per batch one call; for the one with a suspect, one more for it and one for its rest
-    assert runs.run_log_calls == 5
+    # per batch one call as it is queued; for the one with a suspect (queued unmarked), one
+    # to screen it, one for the suspect alone and one for its rest
+    assert runs.run_log_calls == 6
 
 
 @PIPELINED
@@ -234,6 +236,24 @@ def test_the_innocent_neighbours_of_a_poison_never_reach_the_limit(
     assert third.model.rows == [[5], [6], [7], [8], [1, 2, 3]]
 
 
+@PIPELINED
+def test_batches_queued_behind_a_poison_are_counted_once_then_run_alone_and_cleared(
+    pipelined: bool, lifetime: LifetimeFactory
+) -> None:
+    runs = MemoryDedup()
+    first = lifetime(runs, StopsAt(2), pipelined)
+    first.die_in(batch(1, 2), batch(5, 6))
+    assert runs.runs[place(5)] == runs.runs[place(6)] == {first.guard.run_id}  # queued: marked
+
+    second = lifetime(runs, Recorder(), pipelined)
+    second.run(batch(5, 6), batch(7))
+    assert isinstance(second.model, Recorder)
+    assert second.model.rows == [[5], [6], [7]]
+    assert set(second.outbox.results) == {"r5", "r6", "r7"}
+    assert place(5) not in runs.runs
+    assert place(6) not in runs.runs
+
+
 def test_the_rest_of_a_batch_is_marked_only_once_its_suspects_ran(
     lifetime: LifetimeFactory,
 ) -> None:
@@ -256,17 +276,41 @@ def test_the_rest_of_a_batch_is_marked_only_once_its_suspects_ran(
 
 
 @PIPELINED
-def test_each_batch_costs_one_call_which_clears_what_finished_before(
+def test_each_batch_costs_one_call_as_it_is_queued_which_clears_what_finished_before(
     pipelined: bool, lifetime: LifetimeFactory
 ) -> None:
     runs = MemoryDedup()
     life = lifetime(runs, Recorder(), pipelined)
-    life.run(batch(1, 2), batch(3), batch(4))
+    assert life.worker.try_submit(batch(1, 2))
+    assert set(runs.runs) == {place(1), place(2)}  # marked on the submitting thread
+    life.worker.start()
+    for later in (batch(3), batch(4)):
+        wait_until(life.worker.idle)
+        assert life.worker.try_submit(later)
+    wait_until(life.worker.idle)
     assert runs.run_log_calls == 3
-    # Marked until the next call: the last batch, and on a pipelined runtime the one
-    # before it, which finished after the last batch launched.
-    still_marked = {3, 4} if pipelined else {4}
-    assert set(runs.runs) == {place(i) for i in still_marked}
+    assert set(runs.runs) == {place(4)}  # marked until the next call
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def test_a_place_marked_again_while_it_runs_keeps_its_mark_until_both_runs_finish() -> None:
+    """A rewind (exactly-once) reads a record again while its first run is still going."""
+    runs = MemoryDedup()
+    guard = CrashGuard(runs, 2)
+    assert guard.mark_queued([item(1)])
+    assert guard.mark_queued([item(1)])  # read again: marked by this run again
+    guard.finished([item(1).token])  # the first run ends
+    assert guard.mark_queued([])
+    assert runs.runs[place(1)] == {guard.run_id}
+    guard.finished([item(1).token])  # the second
+    assert guard.mark_queued([])
+    assert place(1) not in runs.runs
 
 
 def test_a_stop_on_an_error_is_no_crash_and_leaves_no_marks(lifetime: LifetimeFactory) -> None:
@@ -336,10 +380,37 @@ class RefusingRunLog(MemoryDedup):
         raise WorkerError("redis mark_running failed: NOPERM (test)")
 
 
-def test_any_other_redis_error_stops_the_inference_thread_before_the_batch_runs(
+def test_any_other_redis_error_stops_the_submitter_before_the_batch_is_queued(
     lifetime: LifetimeFactory,
 ) -> None:
     life = lifetime(RefusingRunLog(), Recorder(), pipelined=False)
+    with pytest.raises(WorkerError, match="NOPERM"):
+        life.worker.try_submit(batch(1, 2))
+    life.worker.start()
+    assert life.worker.stop(WAIT_S)
+    assert life.worker.failure is None
+    assert isinstance(life.model, Recorder)
+    assert life.model.rows == []
+    assert life.outbox.results == {}
+
+
+class RefusingScreens(MemoryDedup):
+    """A run log that answers the first call and refuses the rest."""
+
+    def mark_running(
+        self, run_id: str, places: Sequence[Place], finished: Sequence[Place], suspect: bool
+    ) -> list[int]:
+        if self.run_log_calls:
+            raise WorkerError("redis mark_running failed: NOPERM (test)")
+        return super().mark_running(run_id, places, finished, suspect)
+
+
+def test_a_refused_screening_stops_the_inference_thread_before_the_batch_runs(
+    lifetime: LifetimeFactory,
+) -> None:
+    runs = RefusingScreens()
+    runs.runs[place(2)] = {"dead-1"}  # queued unmarked: the inference thread screens it
+    life = lifetime(runs, Recorder(), pipelined=False)
     assert life.worker.try_submit(batch(1, 2))
     life.worker.start()
     assert life.worker.stop(WAIT_S)
@@ -349,3 +420,4 @@ def test_any_other_redis_error_stops_the_inference_thread_before_the_batch_runs(
     assert life.model.rows == []
     assert life.outbox.results == {}
     assert life.outbox.dead_letters == {}
+    assert not life.worker.try_submit(batch(3))  # the thread died: nothing more is queued
