@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from torchkafka.worker._errors import WorkerError
 from torchkafka.worker.kafka._commits import Committer
@@ -146,9 +146,7 @@ class WorkerLoop:
         if self._ready:  # the inference queue is full: wait for room, not for records
             self._inference.wait_for_room(self._timings.backlog_wait_s)
             self._submit_ready()  # before the poll: the model must not wait for its admission
-        limit = self._intake_limit()
-        messages = self._consumer.consume(limit, self._poll_timeout())
-        self._batcher.source_behind(len(messages) >= limit)
+        messages = self._poll(self._intake_limit())
         now = self._clock()
         records = self._reader.records(messages, now)
         self._metrics.consumed(len(records))
@@ -196,6 +194,22 @@ class WorkerLoop:
         if deadline is None:
             return 0.1
         return min(0.1, max(0.0, deadline - self._clock()))
+
+    def _poll(self, limit: int) -> list[Message]:
+        """Up to ``limit`` records; none while the intake is full, unless paused.
+
+        A full intake is left in the consumer's prefetch (a pause would drop
+        it) while the model catches up; once it has lasted ``pause_after_s``
+        the partitions are paused, and polling goes on to serve the
+        consumer's callbacks.
+        """
+        if limit == 0 and not self._paused:
+            self._inference.wait_for_room(self._poll_timeout())
+            self._batcher.source_behind(True)
+            return []
+        messages = self._consumer.consume(max(1, limit), self._poll_timeout())
+        self._batcher.source_behind(limit == 0 or len(messages) >= limit)
+        return messages
 
     def _capacity(self) -> int:
         """Records the inference queue holds, and one batch more."""
@@ -255,8 +269,7 @@ class WorkerLoop:
         return self._gate_blocked or self._marks.holding
 
     def _pause_or_resume(self) -> None:
-        backlogged = bool(self._ready) or len(self._parking) >= self._capacity()
-        reason = self._backpressure.reason(backlogged, self._redis_away())
+        reason = self._backpressure.reason(self._intake_limit() == 0, self._redis_away())
         blocked = reason is not None
         if blocked != self._paused and self._assigned:
             partitions = topic_partitions(self._assigned)

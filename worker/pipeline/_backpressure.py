@@ -1,9 +1,11 @@
 """Backpressure: how much to take per poll, and when the loop pauses its partitions.
 
-A full inference queue is absorbed by taking fewer records per poll; only a
-backlog that lasts (a long batch) pauses the partitions, because a pause
-drops the records the consumer had already fetched. Redis away pauses at once:
-nothing can be admitted or settled until it answers.
+A full inference queue is absorbed by taking fewer records per poll, and
+none while the intake is full: the records wait in the consumer's prefetch,
+which a pause would drop (they would be fetched again). Only a full intake
+that lasts (a long batch, records parked behind other workers' claims)
+pauses the partitions. Redis away pauses at once: nothing can be admitted or
+settled until it answers.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from enum import StrEnum
 class PauseReason(StrEnum):
     """Why the loop pauses its partitions."""
 
-    BACKLOG = "inference queue full"
+    BACKLOG = "intake full"
     REDIS = "redis"
 
 
 def intake_limit(poll_batch: int, capacity: int, backlog: int) -> int:
-    """Records to take now: what fits in ``capacity`` beside ``backlog``, at least one."""
-    return max(1, min(poll_batch, capacity - backlog))
+    """Records to take now: what fits in ``capacity`` beside ``backlog`` (0: the intake is full)."""
+    return max(0, min(poll_batch, capacity - backlog))
 
 
 class Backpressure:
@@ -34,7 +36,10 @@ class Backpressure:
         self._backlogged_since: float | None = None
 
     def reason(self, backlogged: bool, redis_away: bool) -> PauseReason | None:
-        """The reason to be paused now, or None to run; call it once per step."""
+        """The reason to be paused now, or None to run; call it once per step.
+
+        ``backlogged``: the intake is full.
+        """
         if not backlogged:
             self._backlogged_since = None
         elif self._backlogged_since is None:

@@ -6,11 +6,18 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 
 from tests.support.fake_kafka import Commit
 from tests.support.runtimes import WAIT_S, Gated
-from tests.unit.worker.kafka.loops import MAX_BATCH, QUEUE_BATCHES, TOPIC, FakeClock, request
+from tests.unit.worker.kafka.loops import (
+    MAX_BATCH,
+    QUEUE_BATCHES,
+    TOPIC,
+    FakeClock,
+    Loop,
+    request,
+)
 from torchkafka.worker import DeadLetterLimitExceeded, DeliveryFailed, WorkerError
 from torchkafka.worker.kafka import LoopTimings
 from torchkafka.worker.pipeline import BatchSizer, DeadLetterGuard, ladder
@@ -319,3 +326,44 @@ def test_the_batch_sizer_learns_from_each_poll_whether_records_wait(make_loop) -
     loop.step_until(lambda: len(loop.outbox.results) == 40)
     loop.loop.step()  # an empty poll
     assert not sizer.behind
+
+
+def test_a_full_intake_takes_nothing_more_and_pauses_only_if_it_lasts(make_loop) -> None:
+    """The records wait in the consumer's prefetch, which a pause would drop."""
+    clock = FakeClock()
+    model = Gated()
+    loop = make_loop(model=model, clock=clock)
+    loop.start(0)
+    capacity = (QUEUE_BATCHES + 1) * MAX_BATCH
+    loop.send(0, *[f"r{i}" for i in range(3 * capacity)])
+    loop.step_until(model.entered.is_set)
+    loop.step_until(lambda: position(loop) > capacity)  # the intake is full
+    taken = position(loop)
+    consumed: list[int] = []
+    consume = loop.consumer.consume
+
+    def counted(*args):
+        consumed.append(1)
+        return consume(*args)
+
+    loop.consumer.consume = counted
+    for _ in range(3):
+        loop.loop.step()
+    assert consumed == []  # no trickle of one record per poll
+    assert position(loop) == taken
+    assert loop.consumer.paused == set()
+    clock.now += 1.0  # the model still holds its batch: the full intake lasts
+    loop.loop.step()
+    loop.loop.step()
+    assert loop.consumer.paused == {(TOPIC, 0)}
+    assert consumed  # paused, polling goes on (callbacks), taking nothing
+    assert position(loop) == taken
+    model.gate.set()
+    loop.step_until(lambda: len(loop.outbox.results) == 3 * capacity)
+    assert loop.consumer.paused == set()
+
+
+def position(loop: Loop) -> int:
+    """The offset of the next record partition 0 gives the loop."""
+    (partition,) = loop.consumer.position([TopicPartition(TOPIC, 0)])
+    return int(partition.offset)
