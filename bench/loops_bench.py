@@ -10,6 +10,8 @@ fresh 4-partition topic:
                         sizes up to 256, dedup in Redis, dead letters)
   torchkafka fixed 32   the same with --batch-sizing fixed --max-batch-size 32
   torchkafka fixed 256  the same with --batch-sizing fixed --max-batch-size 256
+  torchkafka torchscript  the defaults with --backend torchscript (frozen, checked
+                        against eager at start-up; lossless)
   naive                 hand_loops.py naive: consume(500), one model call per request
   smart                 hand_loops.py smart: consume(500), one model call per poll
 and bare, the model alone on ready batches of 32 and of 256 (in this process).
@@ -65,11 +67,14 @@ from torchkafka.worker.ops import configure_logging
 from torchkafka.worker.tools import RequestFactory
 
 BENCH = Path(__file__).resolve().parent
-#: The worker's own flags per torchkafka variant (the rest as in ``command``).
+#: The worker's own flags per torchkafka variant (the rest as in ``command``);
+#: ``SHAPE`` stands for the workload's input shape.
+SHAPE = "{shape}"
 WORKER_VARIANTS = {
-    "torchkafka": (),  # the defaults: adaptive batch sizes up to 256
+    "torchkafka": (),  # the defaults: adaptive batch sizes up to 256, eager
     "torchkafka fixed 32": ("--batch-sizing", "fixed", "--max-batch-size", str(BATCH)),
     "torchkafka fixed 256": ("--batch-sizing", "fixed", "--max-batch-size", "256"),
+    "torchkafka torchscript": ("--backend", "torchscript", "--input-shape", SHAPE),
 }
 VARIANTS = (*WORKER_VARIANTS, "naive", "smart")
 #: Workloads by name: (case, default requests a drain).
@@ -130,7 +135,10 @@ def command(variant: str, case: Case, source: str, sink: str, dlq: str, count: i
             "--postprocess", case.postprocess, "--device", "cpu",
             "--input-topic", source, "--output-topic", sink,
             "--dead-letter-topic", dlq, "--group-id", f"bench-{source}", "--metrics-port", "0",
-            *WORKER_VARIANTS[variant],
+            *(
+                ",".join(map(str, case.shape)) if flag == SHAPE else flag
+                for flag in WORKER_VARIANTS[variant]
+            ),
         ]  # fmt: skip
     return [
         sys.executable, str(BENCH / "hand_loops.py"), variant, case.model, case.preprocess,
