@@ -172,7 +172,7 @@ def run_design(
                 model_input = DecodingImage(image, DecodeOnResult(image))
             record = Record("in", 0, offset, None, value, [], now)
             admitted = Admitted(record, request, model_input)
-            ready += batcher.add(BatchItem(batch_tensor(model_input), admitted, now), now)
+            ready += batcher.add(BatchItem(batch_tensor(model_input), admitted, now))
         ready += batcher.due(time.monotonic())
         busy += time.perf_counter() - began
         while ready:  # the real loop keeps polling (paused); here there is nothing more to read

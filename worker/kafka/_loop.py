@@ -143,9 +143,10 @@ class WorkerLoop:
         self._raise_if_inference_failed()
         if self._commits.aborted:
             self._rewind()
-        if self._ready:  # the inference queue is full: wait for room, not for records
+        if self._waiting_for_room():  # wait for the model, not for records
             self._inference.wait_for_room(self._timings.backlog_wait_s)
-            self._submit_ready()  # before the poll: the model must not wait for its admission
+        self._flush_due(self._clock())
+        self._submit_ready()  # before the poll: the model must not wait for its admission
         messages = self._poll(self._intake_limit())
         now = self._clock()
         records = self._reader.records(messages, now)
@@ -157,7 +158,7 @@ class WorkerLoop:
         if parked:
             self._metrics.retry(RetryKind.PARKED, len(parked))
             self._admit(self._gate.gate(parked, self._epoch))
-        self._ready.extend(self._batcher.due(now))
+        self._flush_due(now)
         self._submit_ready()
         self._settle()
         self._pause_or_resume()
@@ -186,6 +187,23 @@ class WorkerLoop:
             raise failure
         if failure is not None:
             raise WorkerError("the inference thread failed") from failure
+
+    def _waiting_for_room(self) -> bool:
+        """Batches, or batcher groups past their wait, are held for a full inference queue."""
+        if self._inference.has_room():
+            return False
+        deadline = self._batcher.next_deadline()
+        return bool(self._ready) or (deadline is not None and deadline <= self._clock())
+
+    def _flush_due(self, now: float) -> None:
+        """Groups past their wait leave the batcher once the model can take them.
+
+        While the model is busy, a due group goes on filling (up to its size):
+        its records would wait anyway, and they run in one batch, not in
+        several small ones.
+        """
+        if not self._ready and self._inference.has_room():
+            self._ready.extend(self._batcher.due(now))
 
     def _poll_timeout(self) -> float:
         if self._ready:
@@ -234,7 +252,7 @@ class WorkerLoop:
             # The wait for a batch counts from here, not from the poll: decoding and
             # the Redis round trips must not eat the batching window.
             item = BatchItem(batch_tensor(admitted.input), admitted, now)
-            self._ready.extend(self._batcher.add(item, now))
+            self._ready.extend(self._batcher.add(item))
         self._parking.park(admission.parked)
         self._gate_blocked = admission.redis_down
 

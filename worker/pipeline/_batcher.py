@@ -242,8 +242,8 @@ class MicroBatcher(Generic[T]):
             return self._max_batch_size
         return max(1, min(self._max_batch_size, self.max_batch_bytes // row_bytes))
 
-    def add(self, item: BatchItem[T], now: float) -> list[Batch[T]]:
-        """Queue ``item``; return its group if that became full, then any groups due at ``now``."""
+    def add(self, item: BatchItem[T]) -> list[Batch[T]]:
+        """Queue ``item``; return its group if that became full (``due`` flushes the rest)."""
         tensor = item.tensor
         key = (tuple(tensor.shape), tensor.dtype)
         group = self._groups.get(key)
@@ -252,8 +252,7 @@ class MicroBatcher(Generic[T]):
         group.items.append(item)
         group.oldest = min(group.oldest, item.enqueued_at)
         self._count += 1
-        ready = self._flush(key) if len(group.items) >= self._fill(key) else []
-        return ready + self.due(now)
+        return self._flush(key) if len(group.items) >= self._fill(key) else []
 
     def due(self, now: float) -> list[Batch[T]]:
         """Flush the groups whose oldest item has waited ``max_wait_s`` by ``now``, oldest first."""

@@ -147,6 +147,10 @@ class InferenceWorker:
         self._queue.put_nowait(_Queued(batch, self._guard.mark_queued(batch.items)))
         return True
 
+    def has_room(self) -> bool:
+        """The queue would take a batch now."""
+        return not self._queue.full()
+
     def wait_for_room(self, timeout_s: float) -> None:
         """Block until the thread takes a queued batch, or ``timeout_s`` passes."""
         self._room.wait(timeout_s)

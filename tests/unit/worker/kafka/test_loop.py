@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 from confluent_kafka import KafkaError, TopicPartition
 
 from tests.support.fake_kafka import Commit
@@ -367,3 +368,31 @@ def position(loop: Loop) -> int:
     """The offset of the next record partition 0 gives the loop."""
     (partition,) = loop.consumer.position([TopicPartition(TOPIC, 0)])
     return int(partition.offset)
+
+
+class GatedRows(Gated):
+    """Gated, recording the rows of each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x))
+        return super().forward(x)
+
+
+def test_a_group_past_its_wait_fills_on_while_the_model_is_busy(make_loop) -> None:
+    """Its records would wait anyway: they run in one batch, not in several small ones."""
+    model = GatedRows()
+    loop = make_loop(model=model)  # batches leave at once (no wait) when there is room
+    loop.start(0)
+    loop.send(0, "a")
+    loop.step_until(model.entered.is_set)  # [a] runs, held at the gate
+    for name in [f"q{i}" for i in range(QUEUE_BATCHES)] + ["x", "y", "z"]:
+        loop.send(0, name)
+        loop.loop.step()  # q0, q1 fill the queue alone; x, y, z wait in the batcher
+    assert not loop.inference.has_room()
+    model.gate.set()
+    loop.step_until(lambda: len(loop.outbox.results) == QUEUE_BATCHES + 4)
+    assert model.rows == [1] * (QUEUE_BATCHES + 1) + [3]

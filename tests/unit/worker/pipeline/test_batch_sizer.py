@@ -104,12 +104,12 @@ def test_bad_ladders_and_targets_are_refused(sizes: tuple[int, ...], target: flo
 def test_a_burst_in_the_batcher_leaves_in_growing_batches_then_small_ones() -> None:
     sizer = BatchSizer(ladder(8))
     batcher: MicroBatcher[int] = MicroBatcher(8, max_wait_s=0.5, sizer=sizer)
-    batches = [batch for token in range(23) for batch in batcher.add(item(token), 0.0)]
+    batches = [batch for token in range(23) for batch in batcher.add(item(token))]
     assert sizes_of(batches) == [1, 2, 4, 8, 8]
     assert {batch.capacity for batch in batches} == {8}  # one staging buffer size
     assert [i.token for batch in batches for i in batch.items] == list(range(23))
     assert len(batcher) == 0
-    batcher.add(item(23, 1.0), 1.0)
+    batcher.add(item(23, 1.0))
     assert sizes_of(batcher.due(1.5)) == [1]
     assert sizer.size == 4
 
@@ -118,10 +118,10 @@ def test_a_lowered_max_batch_size_lowers_the_sizer_too() -> None:
     sizer = BatchSizer(ladder(8))
     batcher: MicroBatcher[int] = MicroBatcher(8, max_wait_s=0.5, sizer=sizer)
     for token in range(15):
-        batcher.add(item(token), 0.0)
+        batcher.add(item(token))
     batcher.max_batch_size = 3
     assert sizer.size == 2
-    assert max(sizes_of(batcher.add(item(99), 0.0) + batcher.drain())) <= 3
+    assert max(sizes_of(batcher.add(item(99)) + batcher.drain())) <= 3
 
 
 def test_the_settings_choose_the_sizer() -> None:
@@ -140,13 +140,13 @@ def test_behind_a_backlog_a_batch_leaving_on_its_timer_holds_the_size() -> None:
     sizer = BatchSizer(ladder(8))
     batcher: MicroBatcher[int] = MicroBatcher(8, max_wait_s=0.5, sizer=sizer)
     for token in range(7):
-        batcher.add(item(token), 0.0)
+        batcher.add(item(token))
     assert sizer.size == 8
     batcher.source_behind(True)  # the last poll came back full: more records wait
-    batcher.add(item(7, 1.0), 1.0)
+    batcher.add(item(7, 1.0))
     assert sizes_of(batcher.due(1.5)) == [1]
     assert sizer.size == 8
     batcher.source_behind(False)
-    batcher.add(item(8, 2.0), 2.0)
+    batcher.add(item(8, 2.0))
     assert sizes_of(batcher.due(2.5)) == [1]
     assert sizer.size == 4

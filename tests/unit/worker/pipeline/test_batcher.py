@@ -39,10 +39,10 @@ def pool() -> StagingPool:
 
 def test_a_group_flushes_when_full() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=3, max_wait_s=1.0)
-    assert batcher.add(item(1), 0.0) == []
-    assert batcher.add(item(2), 0.1) == []
+    assert batcher.add(item(1)) == []
+    assert batcher.add(item(2)) == []
     assert len(batcher) == 2
-    batches = batcher.add(item(3), 0.2)
+    batches = batcher.add(item(3))
     assert tokens(batches) == [[1, 2, 3]]
     assert batches[0].capacity == 3
     assert len(batcher) == 0
@@ -51,32 +51,36 @@ def test_a_group_flushes_when_full() -> None:
 
 def test_a_group_is_due_when_its_oldest_item_has_waited() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=0.5)
-    batcher.add(item(1, now=10.0), 10.0)
-    batcher.add(item(2, now=10.3), 10.3)
+    batcher.add(item(1, now=10.0))
+    batcher.add(item(2, now=10.3))
     assert batcher.next_deadline() == 10.5
     assert batcher.due(10.49) == []
     assert tokens(batcher.due(10.5)) == [[1, 2]]
     assert batcher.due(99.0) == []
 
 
-def test_adding_also_returns_groups_due_by_then() -> None:
-    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=0.5)
-    batcher.add(item(1, now=0.0), 0.0)
-    assert tokens(batcher.add(item(2, now=0.7, shape=(4,)), 0.7)) == [[1]]
-    assert len(batcher) == 1
+def test_adding_returns_only_a_full_group_and_due_returns_the_rest() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=2, max_wait_s=0.5)
+    batcher.add(item(1, now=0.0))
+    assert batcher.add(item(2, now=0.7, shape=(4,))) == []  # group 1 is due, not returned
+    assert tokens(batcher.add(item(3, now=0.7, shape=(4,)))) == [[2, 3]]
+    assert tokens(batcher.due(0.7)) == [[1]]
+    assert len(batcher) == 0
 
 
-def test_zero_wait_flushes_every_item_at_once() -> None:
+def test_zero_wait_makes_every_item_due_at_once() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=0.0)
-    assert tokens(batcher.add(item(1, now=3.0), 3.0)) == [[1]]
+    assert batcher.add(item(1, now=3.0)) == []
+    assert batcher.next_deadline() == 3.0
+    assert tokens(batcher.due(3.0)) == [[1]]
 
 
 def test_shapes_and_dtypes_never_share_a_batch() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0)
-    batcher.add(item(1, now=0.2), 0.2)
-    batcher.add(item(2, now=0.1, shape=(3, 2)), 0.2)
-    batcher.add(item(3, now=0.3, dtype=torch.float16), 0.3)
-    batcher.add(item(4, now=0.3), 0.3)
+    batcher.add(item(1, now=0.2))
+    batcher.add(item(2, now=0.1, shape=(3, 2)))
+    batcher.add(item(3, now=0.3, dtype=torch.float16))
+    batcher.add(item(4, now=0.3))
     assert batcher.next_deadline() == pytest.approx(1.1)
     assert tokens(batcher.drain()) == [[2], [1, 4], [3]]  # oldest group first
     assert batcher.drain() == []
@@ -84,15 +88,15 @@ def test_shapes_and_dtypes_never_share_a_batch() -> None:
 
 def test_without_a_wait_limit_groups_leave_only_when_full_or_drained() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=float("inf"))
-    batcher.add(item(1), 0.0)
+    batcher.add(item(1))
     assert batcher.due(1e9) == []
     assert tokens(batcher.drain()) == [[1]]
 
 
 def test_the_deadline_follows_the_oldest_item_not_the_first() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0)
-    batcher.add(item(1, now=5.0), 5.0)
-    batcher.add(item(2, now=4.5), 5.0)
+    batcher.add(item(1, now=5.0))
+    batcher.add(item(2, now=4.5))
     assert batcher.next_deadline() == 5.5
     assert [i.token for i in batcher.discard(lambda token: token == 2)] == [2]
     assert batcher.next_deadline() == 6.0
@@ -101,7 +105,7 @@ def test_the_deadline_follows_the_oldest_item_not_the_first() -> None:
 def test_discard_removes_matching_items_and_keeps_order() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0)
     for token in range(6):
-        batcher.add(item(token, now=float(token), shape=(token % 2 + 1,)), float(token) / 10)
+        batcher.add(item(token, now=float(token), shape=(token % 2 + 1,)))
     removed = batcher.discard(lambda token: token in {0, 1, 3})
     assert [i.token for i in removed] == [0, 1, 3]
     assert len(batcher) == 3
@@ -112,9 +116,9 @@ def test_discard_removes_matching_items_and_keeps_order() -> None:
 def test_a_lowered_batch_size_splits_larger_groups() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0)
     for token in range(5):
-        batcher.add(item(token), 0.0)
+        batcher.add(item(token))
     batcher.max_batch_size = 2
-    batches = batcher.add(item(5), 0.0)
+    batches = batcher.add(item(5))
     assert tokens(batches) == [[0, 1], [2, 3], [4, 5]]
     assert {batch.capacity for batch in batches} == {2}
     with pytest.raises(ValueError, match="must be"):
@@ -124,21 +128,21 @@ def test_a_lowered_batch_size_splits_larger_groups() -> None:
 def test_a_group_leaves_before_its_bytes_would_pass_the_bound() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0, max_batch_bytes=100)
     row = (3, 2, 2)  # 12 uint8 bytes: 8 rows fit
-    tiny = [batcher.add(item(t, shape=row, dtype=torch.uint8), 0.0) for t in range(8)]
+    tiny = [batcher.add(item(t, shape=row, dtype=torch.uint8)) for t in range(8)]
     assert tokens(tiny[-1]) == [list(range(8))]
     big = (5, 5)  # 25 float32, 100 bytes: one a batch
     assert batcher.capacity((big, torch.float32)) == 1
-    batches = batcher.add(item(8, shape=big), 0.0)
+    batches = batcher.add(item(8, shape=big))
     assert tokens(batches) == [[8]]
     assert batches[0].capacity == 1, "the staging buffer holds one such row, not max_batch_size"
     mid = (3, 3)  # 36 bytes: two a batch
-    assert batcher.add(item(9, shape=mid), 0.0) == []
-    assert [b.capacity for b in batcher.add(item(10, shape=mid), 0.0)] == [2]
+    assert batcher.add(item(9, shape=mid)) == []
+    assert [b.capacity for b in batcher.add(item(10, shape=mid))] == [2]
 
 
 def test_an_input_over_the_byte_bound_runs_alone() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_batch_size=8, max_wait_s=1.0, max_batch_bytes=10)
-    assert tokens(batcher.add(item(1, shape=(3, 4)), 0.0)) == [[1]]
+    assert tokens(batcher.add(item(1, shape=(3, 4)))) == [[1]]
     assert batcher.capacity(((0, 4), torch.float32)) == 8  # empty rows cost nothing
     batcher.max_batch_size = 2
     assert batcher.capacity(((1,), torch.uint8)) == 2  # the lower of the two bounds
@@ -351,7 +355,7 @@ def test_every_item_comes_out_once_in_uniform_ordered_batches(
             shape, dtype = SHAPES[arg]
             new = BatchItem(torch.randint(0, 100, shape).to(dtype), len(added), now)
             added[new.token] = new
-            collect(batcher.add(new, now))
+            collect(batcher.add(new))
         elif op == "due":
             oldest: dict[object, float] = {}
             for batch in collect(batcher.due(now)):
