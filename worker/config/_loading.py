@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config._fields import setting_name
 from torchkafka.worker.config._secret import Secret
 from torchkafka.worker.config._sections import (
     SECTIONS,
     KafkaConnection,
     WorkerConfig,
-    setting_name,
 )
 
 ENV_PREFIX = "TORCHKAFKA_"

@@ -9,14 +9,14 @@ environment, the config file, or a file named by ``<name>_file``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from torchkafka.worker._env import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config._fields import not_negative, positive, secret, section, setting
 from torchkafka.worker.config._secret import Secret, mask_url
 
 RedisOutage = Literal["pause", "fail-open"]
@@ -31,39 +31,6 @@ Backend = Literal["eager", "torchscript", "compile", "tensorrt", "int8"]
 Precision = Literal["fp32", "fp16", "bf16"]
 SecurityProtocol = Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-
-
-def setting(
-    help_text: str,
-    default: Any = dataclasses.MISSING,
-    factory: Any = dataclasses.MISSING,
-    name: str | None = None,
-) -> Any:
-    """A field with its help text; ``name`` when its flag differs from the attribute."""
-    metadata = {"help": help_text, **({"name": name} if name else {})}
-    return field(default=default, default_factory=factory, metadata=metadata)
-
-
-def secret(help_text: str) -> Any:
-    """A secret field: no flag, masked wherever it is printed."""
-    return field(default=None, metadata={"help": help_text, "secret": True})
-
-
-def section(factory: Any = dataclasses.MISSING) -> Any:
-    """A field of ``WorkerConfig`` that holds a section (required when it has no factory)."""
-    return field(default_factory=factory, metadata={"section": True})
-
-
-def _positive(section: object, *names: str) -> None:
-    for name in names:
-        if getattr(section, name) < 1:
-            raise StartupError(f"{name} must be >= 1, got {getattr(section, name)}")
-
-
-def _not_negative(section: object, *names: str) -> None:
-    for name in names:
-        if getattr(section, name) < 0:
-            raise StartupError(f"{name} must be >= 0, got {getattr(section, name)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,10 +158,10 @@ class ModelSettings:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "max_batch_size")
+        positive(self, "max_batch_size")
         if self.torch_threads is not None:
-            _positive(self, "torch_threads")
-        _not_negative(self, "model_watch_s")
+            positive(self, "torch_threads")
+        not_negative(self, "model_watch_s")
         if any(size < 1 for size in self.batch_buckets):
             raise StartupError(f"batch_buckets must be >= 1, got {list(self.batch_buckets)}")
         if self.batch_buckets and max(self.batch_buckets) != self.max_batch_size:
@@ -237,8 +204,8 @@ class BatchingSettings:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "inference_queue_batches", "poll_batch", "max_batch_mib")
-        _not_negative(self, "max_wait_ms", "image_decode_threads")
+        positive(self, "inference_queue_batches", "poll_batch", "max_batch_mib")
+        not_negative(self, "max_wait_ms", "image_decode_threads")
         if self.latency_target_ms is not None and not self.latency_target_ms > 0:
             raise StartupError(f"latency_target_ms must be > 0, got {self.latency_target_ms}")
 
@@ -274,8 +241,8 @@ class DedupSettings:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "dedup_ttl_s", "claim_ttl_ms")
-        _not_negative(self, "shutdown_redis_wait_s")
+        positive(self, "dedup_ttl_s", "claim_ttl_ms")
+        not_negative(self, "shutdown_redis_wait_s")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -298,8 +265,8 @@ class DeadLetterSettings:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "dead_letter_window", "dead_letter_max_consecutive")
-        _not_negative(self, "quarantine_after_crashes")
+        positive(self, "dead_letter_window", "dead_letter_max_consecutive")
+        not_negative(self, "quarantine_after_crashes")
         if not 0 < self.dead_letter_max_ratio <= 1:
             raise StartupError(
                 f"dead_letter_max_ratio must be in (0, 1], got {self.dead_letter_max_ratio}"
@@ -395,7 +362,7 @@ class WorkerConfig:
     operations: OperationsSettings = section(OperationsSettings)
 
     def __post_init__(self) -> None:
-        _positive(self, "workers", "transaction_ms")
+        positive(self, "workers", "transaction_ms")
         port = self.operations.metrics_port
         if not 0 <= port <= 65536 - self.workers:
             raise StartupError(
@@ -456,9 +423,3 @@ def group_membership(config: WorkerConfig, worker_index: int) -> dict[str, str]:
     if config.group_instance_id is not None:
         membership["group.instance.id"] = f"{config.group_instance_id}-{worker_index}"
     return membership
-
-
-def setting_name(f: dataclasses.Field[Any]) -> str:
-    """A field's flat name: its flag (``--name``), variable and config-file key."""
-    name: str = f.metadata.get("name", f.name)
-    return name
