@@ -238,6 +238,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def runs_of(runs: list[Run], workload: str, variant: str) -> list[Run]:
+    """The rounds' runs of ``variant`` on ``workload``."""
+    return [r for r in runs if r.workload == workload and r.variant == variant]
+
+
+def vs_smart(runs: list[Run], workload: str, variant: str) -> float:
+    """The median over rounds of ``variant``'s throughput over the smart loop's in that round."""
+    smart = {r.round: r.msgs_per_s for r in runs_of(runs, workload, "smart")}
+    return median([r.msgs_per_s / smart[r.round] for r in runs_of(runs, workload, variant)])
+
+
 def table(runs: list[Run], bare: dict[str, dict[int, float]]) -> str:
     """The markdown table: medians per workload and variant, and the ratio to smart."""
     lines = [
@@ -245,14 +256,12 @@ def table(runs: list[Run], bare: dict[str, dict[int, float]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for workload in dict.fromkeys(r.workload for r in runs):
-        mine = [r for r in runs if r.workload == workload]
-        smart = {r.round: r.msgs_per_s for r in mine if r.variant == "smart"}
         for variant in VARIANTS:
-            these = [r for r in mine if r.variant == variant]
-            ratio = median([r.msgs_per_s / smart[r.round] for r in these])
+            these = runs_of(runs, workload, variant)
             lines.append(
                 f"| {workload} | {variant} | {median([r.msgs_per_s for r in these]):.0f} "
-                f"| {ratio:.2f} | {median([r.cpu_us_per_msg for r in these]):.0f} "
+                f"| {vs_smart(runs, workload, variant):.2f} "
+                f"| {median([r.cpu_us_per_msg for r in these]):.0f} "
                 f"| {median([r.peak_rss_mib for r in these]):.0f} |"
             )
         for size, rate in bare[workload].items():
@@ -271,12 +280,7 @@ def plot(runs: list[Run], passes: list[Latency], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(15, 5.5))
     width = 0.8 / len(VARIANTS)
     for offset, variant in enumerate(VARIANTS):
-        ratios = []
-        for workload in workloads:
-            mine = [r for r in runs if r.workload == workload]
-            smart = {r.round: r.msgs_per_s for r in mine if r.variant == "smart"}
-            these = [r.msgs_per_s / smart[r.round] for r in mine if r.variant == variant]
-            ratios.append(median(these))
+        ratios = [vs_smart(runs, workload, variant) for workload in workloads]
         positions = [i + offset * width for i in range(len(workloads))]
         left.bar(positions, ratios, width, label=variant)
     left.set_xticks([i + 0.4 - width / 2 for i in range(len(workloads))], workloads, fontsize=8)
@@ -339,9 +343,7 @@ def main() -> None:
     passes: list[Latency] = []
     for label, case, _count in workloads:
         for variant in VARIANTS:
-            capacity = median(
-                [r.msgs_per_s for r in runs if r.workload == label and r.variant == variant]
-            )
+            capacity = median([r.msgs_per_s for r in runs_of(runs, label, variant)])
             for load in (0.5, 0.8):
                 log(f"latency, {label}: {variant} at {load:.0%} of {capacity:.0f} msg/s")
                 passes.append(latency(variant, case, label, load, load * capacity, args.latency_s))

@@ -177,9 +177,9 @@ class MicroBatcher(Generic[T]):
 
     A group is full at its ``capacity``, or at ``sizer.size`` when that is
     smaller; it is due once its oldest item has waited ``max_wait_s``. Every
-    batch that closes is reported to the sizer. Every item added comes out exactly once: in a
-    batch, or from ``discard``. Not thread-safe: one owner (the polling loop)
-    calls it.
+    batch that closes is reported to the sizer. Every item added comes out
+    exactly once: in a batch, or from ``discard``. Not thread-safe: one owner
+    (the polling loop) calls it.
     """
 
     def __init__(

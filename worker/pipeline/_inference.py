@@ -142,7 +142,7 @@ class InferenceWorker:
         guard first (a Redis call on this thread; ``WorkerError`` if Redis
         refuses it).
         """
-        if self._queue.full() or self.failure is not None:
+        if not self.has_room() or self.failure is not None:
             return False
         self._queue.put_nowait(_Queued(batch, self._guard.mark_queued(batch.items)))
         return True
