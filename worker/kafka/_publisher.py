@@ -147,9 +147,12 @@ class KafkaPublisher:
         while self._completed:
             done.append(self._completed.popleft())
         now = time.monotonic()
-        for delivery in done:
-            if delivery.error is None:
-                self._metrics.delivered(delivery.outcome.value, now - delivery.record.received_s)
+        for outcome in Outcome:
+            latencies = [
+                now - d.record.received_s for d in done if d.outcome is outcome and d.error is None
+            ]
+            if latencies:
+                self._metrics.delivered(outcome.value, latencies)
         return done
 
     def flush(self, timeout_s: float) -> int:

@@ -9,13 +9,14 @@ and delivery callbacks call them directly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from torchkafka.codecs import Reason
 from torchkafka.worker._reasons import WorkerReason
+from torchkafka.worker.ops._histogram import BulkHistogram
 
 #: Seconds, from a millisecond to half a minute.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -72,7 +73,7 @@ class WorkerMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
-        self._queue_wait = Histogram(
+        self._queue_wait = BulkHistogram(
             "torchkafka_queue_wait_seconds",
             "Per request, from entering the batcher to its model call",
             buckets=LATENCY_BUCKETS,
@@ -84,14 +85,14 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._end_to_end = Histogram(
+        self._end_to_end = BulkHistogram(
             "torchkafka_end_to_end_seconds",
             "Per record, from consumed to its result or dead letter acknowledged",
             ["outcome"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._mark_delay = Histogram(
+        self._mark_delay = BulkHistogram(
             "torchkafka_done_mark_delay_seconds",
             "Per result, from its produce call to its done-mark written: "
             "the window in which a killed worker leaves a result unmarked",
@@ -154,15 +155,14 @@ class WorkerMetrics:
         """``n`` records were read from the input topic."""
         self._consumed.inc(n)
 
-    def delivered(self, outcome: str, e2e_s: float) -> None:
-        """The broker acknowledged a result or dead letter, ``e2e_s`` after its record came in."""
-        self._produced.labels(outcome).inc()
-        self._end_to_end.labels(outcome).observe(e2e_s)
+    def delivered(self, outcome: str, e2e_s: Collection[float]) -> None:
+        """The broker acknowledged results or dead letters, each ``e2e_s`` after its record."""
+        self._produced.labels(outcome).inc(len(e2e_s))
+        self._end_to_end.labels(outcome).observe_many(e2e_s)
 
     def marked_done(self, delays_s: Iterable[float]) -> None:
         """Done-marks were written, each ``delays_s`` after its result was produced."""
-        for delay in delays_s:
-            self._mark_delay.observe(delay)
+        self._mark_delay.observe_many(delays_s)
 
     def dead_lettered(self, reason: str) -> None:
         """A record was handed to the producer for the dead-letter topic."""
@@ -180,8 +180,7 @@ class WorkerMetrics:
         """A model call on ``size`` inputs took ``infer_s``; each input had waited as given."""
         self._batch_size.observe(size)
         self._inference.observe(infer_s)
-        for wait_s in queue_waits_s:
-            self._queue_wait.observe(wait_s)
+        self._queue_wait.observe_many(queue_waits_s)
 
     def paused(self, flag: bool) -> None:
         """The assigned partitions were paused (True) or resumed (False)."""

@@ -56,9 +56,9 @@ def test_counters_move_by_what_is_reported(metrics: WorkerMetrics) -> None:
 
 
 def test_deliveries_count_by_outcome_and_time_end_to_end(metrics: WorkerMetrics) -> None:
-    metrics.delivered("result", 0.02)
-    metrics.delivered("result", 3.0)
-    metrics.delivered("dead_letter", 0.004)
+    metrics.delivered("result", [0.02])
+    metrics.delivered("result", [3.0])
+    metrics.delivered("dead_letter", [0.004])
     assert value(metrics, "torchkafka_messages_produced_total", outcome="result") == 2
     assert value(metrics, "torchkafka_messages_produced_total", outcome="dead_letter") == 1
     e2e = "torchkafka_end_to_end_seconds"
