@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from torchkafka.codecs._errors import DecodeError, EncodeError, InvalidField
+from torchkafka.codecs._errors import DecodeError, InvalidField
 from torchkafka.codecs._fields import describe
-from torchkafka.codecs._image import IMAGE_KIND, EncodedImage, image_from_wire, image_to_wire
+from torchkafka.codecs._image import IMAGE_KIND, image_from_wire
 from torchkafka.codecs._limits import Limits
 from torchkafka.codecs._messages import Input
-from torchkafka.codecs._tensor import TENSOR_KIND, tensor_from_wire, tensor_to_wire
-
-
-def inputs_to_wire(inputs: Mapping[str, Input]) -> dict[str, dict[str, Any]]:
-    """Wire maps for named tensors and images."""
-    wire: dict[str, dict[str, Any]] = {}
-    for name, value in inputs.items():
-        if not isinstance(name, str) or not name:
-            raise EncodeError(f"input names must be non-empty strings, got {name!r}")
-        if isinstance(value, torch.Tensor):
-            wire[name] = tensor_to_wire(value)
-        elif isinstance(value, EncodedImage):
-            wire[name] = image_to_wire(value)
-        else:
-            raise EncodeError(f"input {name!r} is a {type(value).__name__}, not a tensor or image")
-    return wire
+from torchkafka.codecs._tensor import TENSOR_KIND, tensor_from_wire
 
 
 def inputs_from_wire(wire: dict[Any, Any], path: str, limits: Limits) -> dict[str, Input]:

@@ -7,13 +7,13 @@ from typing import Any
 from torchkafka.codecs._envelope import unpack_envelope
 from torchkafka.codecs._errors import EncodeError, IdTooLong, InvalidField, TooManyInputs
 from torchkafka.codecs._fields import optional, required
-from torchkafka.codecs._inputs import inputs_from_wire, inputs_to_wire
+from torchkafka.codecs._inputs import inputs_from_wire
 from torchkafka.codecs._limits import DEFAULT_LIMITS, Limits
 from torchkafka.codecs._messages import WIRE_VERSION, Request
 
 
-def request_envelope(request: Request) -> dict[str, Any]:
-    """The wire map of ``request`` (tensor payloads are views, not copies)."""
+def request_head(request: Request) -> dict[str, Any]:
+    """The wire map of ``request`` but its ``inputs`` (which the encoder writes last)."""
     if not isinstance(request.id, str) or not request.id:
         raise EncodeError(f"a request id must be a non-empty string, got {request.id!r}")
     if not request.inputs:
@@ -23,7 +23,6 @@ def request_envelope(request: Request) -> dict[str, Any]:
         envelope["meta"] = request.meta
     if request.deadline_ms is not None:
         envelope["deadline_ms"] = request.deadline_ms
-    envelope["inputs"] = inputs_to_wire(request.inputs)
     return envelope
 
 

@@ -7,14 +7,14 @@ from typing import Any
 from torchkafka.codecs._envelope import unpack_envelope
 from torchkafka.codecs._errors import InvalidField
 from torchkafka.codecs._fields import describe, optional, required
-from torchkafka.codecs._inputs import inputs_to_wire, tensors_from_wire
+from torchkafka.codecs._inputs import tensors_from_wire
 from torchkafka.codecs._limits import DEFAULT_LIMITS, Limits
 from torchkafka.codecs._messages import WIRE_VERSION, ModelInfo, Result
 from torchkafka.codecs._request import decode_id
 
 
-def result_envelope(result: Result) -> dict[str, Any]:
-    """The wire map of ``result`` (tensor payloads are views, not copies)."""
+def result_head(result: Result) -> dict[str, Any]:
+    """The wire map of ``result`` but its ``outputs`` (which the encoder writes last)."""
     envelope: dict[str, Any] = {
         "v": WIRE_VERSION,
         "id": result.id,
@@ -24,7 +24,6 @@ def result_envelope(result: Result) -> dict[str, Any]:
     }
     if result.meta is not None:
         envelope["meta"] = result.meta
-    envelope["outputs"] = inputs_to_wire(result.outputs)
     return envelope
 
 

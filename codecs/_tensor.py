@@ -29,8 +29,12 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
 TENSOR_KIND = "tensor"
 
 
-def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
-    """The wire map of ``tensor``; ``data`` is a view, not a copy, when it is on the CPU."""
+def tensor_array(tensor: torch.Tensor) -> tuple[str, np.ndarray[Any, Any]]:
+    """The wire dtype name of ``tensor`` and its bytes as a C-contiguous CPU array.
+
+    The array is a view, not a copy, when the tensor is on the CPU and
+    contiguous; bfloat16 (which numpy lacks) is viewed as int16.
+    """
     name = wire_name(tensor.dtype)
     if name is None:
         raise EncodeError(f"dtype {tensor.dtype} has no wire encoding")
@@ -40,8 +44,7 @@ def tensor_to_wire(tensor: torch.Tensor) -> dict[str, Any]:
         tensor = tensor.contiguous()
     if name == "bfloat16":  # numpy has no bfloat16; its bytes are int16-sized
         tensor = tensor.view(torch.int16)
-    array = tensor.numpy()
-    return {"kind": TENSOR_KIND, "dtype": name, "shape": list(array.shape), "data": array.data}
+    return name, tensor.numpy()
 
 
 def tensor_from_wire(obj: dict[str, Any], limits: Limits) -> torch.Tensor:
