@@ -448,6 +448,16 @@ def test_run_marks_live_under_the_namespace_by_topic_partition_and_offset(
     )
 
 
+def test_the_scripts_build_the_same_run_mark_keys_for_large_offsets(
+    store: DedupStore, redis_client: redis.Redis
+) -> None:
+    far = ("requests", 11, 2**52 + 3)  # past what Lua's %.14g prints exactly
+    store.mark_running("run-1", [far], [], suspect=False)
+    assert marks(redis_client, store, far) == {b"run-1"}
+    store.forget_run("run-1", [far], [])
+    assert marks(redis_client, store, far) == set()
+
+
 def test_mark_running_counts_the_other_runs_and_marks_only_an_all_clean_batch(
     store: DedupStore, redis_client: redis.Redis
 ) -> None:

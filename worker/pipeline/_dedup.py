@@ -54,6 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import msgpack
 import redis
 import structlog
 from redis import exceptions as rx
@@ -210,10 +211,8 @@ class DedupStore:
         unique = _unique(ids)
         if not unique:
             return Claims(set(), set())
-        done_keys = [self.done_key(i) for i in unique]
-        keys = [self._state_key, *done_keys, *(self.claim_key(i) for i in unique)]
-        args = (owner, fencing_token, self._claim_ttl_ms)
-        flags = self._call("claim", lambda: self._claim(keys=keys, args=args))
+        args = (*self._ids_args(unique), owner, fencing_token, self._claim_ttl_ms)
+        flags = self._call("claim", lambda: self._claim(keys=[self._state_key], args=args))
         if flags == -1:
             self._state_missing()
             return self.claim(unique, owner, fencing_token)
@@ -234,9 +233,8 @@ class DedupStore:
         unique = _unique(ids)
         if not unique:
             return set()
-        keys = [self.claim_key(i) for i in unique] + [self.done_key(i) for i in unique]
-        args = (owner, fencing_token, self._claim_ttl_ms)
-        renewed = self._call("renew", lambda: self._renew(keys=keys, args=args))
+        args = (*self._ids_args(unique), owner, fencing_token, self._claim_ttl_ms)
+        renewed = self._call("renew", lambda: self._renew(args=args))
         return {i for i, flag in zip(unique, renewed, strict=True) if flag}
 
     def mark_done(self, ids: Sequence[str], owner: str, fencing_token: int) -> None:
@@ -250,17 +248,16 @@ class DedupStore:
         unique = _unique(ids)
         if not unique:
             return
-        keys = [self.done_key(i) for i in unique] + [self.claim_key(i) for i in unique]
-        args = (fencing_token, self._done_ttl_s, owner)
-        self._call("mark_done", lambda: self._mark_done(keys=keys, args=args))
+        args = (*self._ids_args(unique), fencing_token, self._done_ttl_s, owner)
+        self._call("mark_done", lambda: self._mark_done(args=args))
 
     def release(self, ids: Sequence[str], owner: str) -> None:
         """Drop ``owner``'s claims on ``ids`` (work revoked or abandoned)."""
         unique = _unique(ids)
         if not unique:
             return
-        keys = [self.claim_key(i) for i in unique]
-        self._call("release", lambda: self._release(keys=keys, args=[owner]))
+        args = (*self._ids_args(unique), owner)
+        self._call("release", lambda: self._release(args=args))
 
     def check_state(self, pipeline_has_history: Callable[[], bool]) -> None:
         """At start-up: write the state key for a new pipeline, or report its loss.
@@ -376,6 +373,18 @@ class DedupStore:
         if self._metrics is not None:
             self._metrics.redis_outage(flag)
 
+    def _ids_args(self, ids: Sequence[str]) -> tuple[bytes, bytes, bytes]:
+        """The id scripts' first arguments: the key prefixes, then ``ids`` packed."""
+        # surrogatepass: any Python str maps to distinct bytes, as in ``done_key``
+        packed = msgpack.packb(ids, unicode_errors="surrogatepass")
+        return self._done_prefix, self._claim_prefix, packed
+
+    def _places_args(
+        self, finished: Sequence[Place], places: Sequence[Place]
+    ) -> tuple[bytes, bytes, bytes]:
+        """The run-log scripts' first arguments: the key prefix, then both lists packed."""
+        return self._running_prefix, msgpack.packb(finished), msgpack.packb(places)
+
     def running_key(self, place: Place) -> bytes:
         """The key of the crash-loop guard's marks on ``place``."""
         topic, partition, offset = place
@@ -392,18 +401,16 @@ class DedupStore:
         """
         if not places and not finished:
             return []
-        keys = [self.running_key(p) for p in (*finished, *places)]
-        args = (len(finished), run_id, RUN_MARK_TTL_S, int(suspect))
-        counts = self._call("mark_running", lambda: self._mark_running(keys=keys, args=args))
+        args = (*self._places_args(finished, places), run_id, RUN_MARK_TTL_S, int(suspect))
+        counts = self._call("mark_running", lambda: self._mark_running(args=args))
         return [int(n) for n in counts]
 
     def forget_run(self, run_id: str, running: Sequence[Place], finished: Sequence[Place]) -> None:
         """Delete the marks of ``finished``, and ``run_id``'s marks of ``running``."""
         if not running and not finished:
             return
-        keys = [self.running_key(p) for p in (*finished, *running)]
-        args = (len(finished), run_id)
-        self._call("forget_run", lambda: self._forget_run(keys=keys, args=args))
+        args = (*self._places_args(finished, running), run_id)
+        self._call("forget_run", lambda: self._forget_run(args=args))
 
 
 def _id_bytes(id_: str) -> bytes:
