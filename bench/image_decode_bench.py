@@ -22,6 +22,7 @@ import io
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import torch
@@ -56,6 +57,7 @@ from torchkafka.worker.pipeline import (
     ModelInput,
     Publisher,
     Record,
+    ResultMessage,
     StagingPool,
     batch_tensor,
     decode_threads,
@@ -73,8 +75,9 @@ class CountingPublisher(Publisher):
         self.count = 0
         self.all_in = threading.Event()
 
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
-        self._one()
+    def results(self, results: Sequence[ResultMessage]) -> None:
+        for _ in results:
+            self._one()
 
     def dead_letter(
         self,

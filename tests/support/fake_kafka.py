@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
@@ -275,6 +276,11 @@ class FakeTransactionalProducer:
         self._open.append((topic, value))
         error = self.delivery_errors.pop(0) if self.delivery_errors else None
         self._reports.append((on_delivery, error))
+
+    def produce_batch(self, topic: str, messages: list[dict[str, Any]]) -> int:
+        for message in messages:
+            self.produce(topic, message["value"], message["key"], None, message["callback"])
+        return len(messages)
 
     def poll(self, timeout: float = 0) -> int:
         reports, self._reports = self._reports, []

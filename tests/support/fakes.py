@@ -7,13 +7,21 @@ from time import monotonic as now
 
 from torchkafka.codecs import Result, decode_result
 from torchkafka.worker import DedupStateLost, DeliveryFailed, TransientError
-from torchkafka.worker.pipeline import Claims, Delivery, Handoff, Outcome, Place, Record
+from torchkafka.worker.pipeline import (
+    Claims,
+    Delivery,
+    Handoff,
+    Outcome,
+    Place,
+    Record,
+    ResultMessage,
+)
 
 
 class MemoryOutbox:
     """An ``Outbox``: keeps what is published, and acknowledges it on ``completed``.
 
-    ``results`` holds decoded results by request id; ``dead_letters`` the
+    ``published`` holds decoded results by request id; ``dead_letters`` the
     (reason, error) by request id (None when the request could not be read),
     ``reasons`` every dead letter's reason in order. Set ``refuse`` to make the
     broker refuse the deliveries of those request ids, and ``raise_on_result`` to
@@ -21,18 +29,21 @@ class MemoryOutbox:
     """
 
     def __init__(self) -> None:
-        self.results: dict[str, Result] = {}
+        self.published: dict[str, Result] = {}
         self.dead_letters: dict[str | None, tuple[str, str]] = {}
         self.reasons: list[str] = []
         self.refuse: set[str] = set()
         self.raise_on_result: Exception | None = None
         self._pending: Handoff[Delivery] = Handoff()
 
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
+    def results(self, results: Sequence[ResultMessage]) -> None:
         if self.raise_on_result is not None:
             raise self.raise_on_result
-        self.results[request_id] = decode_result(value)
-        self._deliver(Delivery(record, Outcome.RESULT, self._error(request_id), request_id, now()))
+        for result in results:
+            self.published[result.request_id] = decode_result(result.value)
+            failed = self._error(result.request_id)
+            delivery = Delivery(result.record, Outcome.RESULT, failed, result.request_id, now())
+            self._deliver(delivery)
 
     def dead_letter(
         self,
@@ -55,7 +66,7 @@ class MemoryOutbox:
 
     def outputs(self) -> dict[str, list[float]]:
         """Each result's ``output`` tensor as a list, by request id."""
-        return {rid: result.outputs["output"].tolist() for rid, result in self.results.items()}
+        return {rid: result.outputs["output"].tolist() for rid, result in self.published.items()}
 
     def _error(self, request_id: str | None) -> DeliveryFailed | None:
         if request_id in self.refuse:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -19,7 +21,7 @@ from torchkafka.worker._errors import DeliveryFailed
 from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.kafka._clients import kafka_error
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
-from torchkafka.worker.pipeline import Delivery, Outcome, Place, Record
+from torchkafka.worker.pipeline import Delivery, Outcome, Place, Record, ResultMessage
 
 #: What to do instead when the broker or the producer refuses a message as too large.
 TooLarge = Callable[[KafkaError], None]
@@ -50,36 +52,75 @@ class KafkaPublisher:
         #: Transactional: results the broker refused as too large, by input place.
         self._refused: OrderedDict[Place, str] = OrderedDict()
 
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
-        """Publish ``record``'s result (key = the input's key).
+    def results(self, results: Sequence[ResultMessage]) -> None:
+        """Publish each result (key = its input's key), a batch in one ``produce_batch`` call.
 
         A result over a size limit (the producer's ``message.max.bytes``, or
         the output topic's ``max.message.bytes``) becomes the input's dead
         letter, ``result_too_large``. In a transaction, a refusal in a delivery
         report fails the transaction instead: the refusal is remembered, and
-        when the record runs again its dead letter goes at once.
+        when the record runs again its dead letter goes at once. Results the
+        full local queue refuses are sent again once deliveries made room.
         """
-        refused = self._refused.pop(record.place, None)
+        published_s = time.monotonic()
+        pending: list[ResultMessage] = []
+        for result in results:
+            refused = self._refused.pop(result.record.place, None) if self._refused else None
+            if refused is None:
+                pending.append(result)
+            else:
+                self._result_too_large(result, refused)
+        while pending:
+            messages = [
+                {
+                    "key": result.record.key,
+                    "value": result.value,
+                    "callback": partial(self._result_delivered, result, published_s),
+                }
+                for result in pending
+            ]
+            self._producer.produce_batch(self._output_topic, messages)
+            pending = self._refused_by_the_queue(pending, messages)
 
-        def too_large(error: KafkaError | str) -> None:
-            limit = error if isinstance(error, str) else error.str()
-            detail = f"the result is {len(value)} bytes, over a size limit: {limit}"
-            self.dead_letter(record, WorkerReason.RESULT_TOO_LARGE, detail, request_id)
+    def _refused_by_the_queue(
+        self, results: list[ResultMessage], messages: list[dict[str, Any]]
+    ) -> list[ResultMessage]:
+        """The results a full local queue refused (after serving deliveries to make room).
 
-        if refused is not None:
-            too_large(refused)
-            return
+        A result refused as too large becomes its dead letter; another refusal raises.
+        """
+        full = []
+        for result, message in zip(results, messages, strict=True):
+            error: KafkaError | None = message.get("_error")
+            if error is None:
+                continue
+            if error.code() == KafkaError._QUEUE_FULL:
+                full.append(result)
+            elif _too_large(error):
+                self._result_too_large(result, error)
+            else:
+                raise KafkaException(error)
+        if full:
+            self._metrics.retry(RetryKind.PRODUCE_QUEUE_FULL, len(full))
+            self._producer.poll(0.05)
+        return full
 
-        self._produce(
-            self._output_topic,
-            record,
-            request_id,
-            Outcome.RESULT,
-            value,
-            None,
-            too_large,
-            record.key,
-        )
+    def _result_delivered(
+        self, result: ResultMessage, published_s: float, error: KafkaError | None, _: Message
+    ) -> None:
+        if error is not None and _too_large(error):
+            if not self._transactional:
+                self._result_too_large(result, error)
+                return
+            self._remember_refusal(result.record, error)  # no replacement joins a failed one
+        failed = None if error is None else _delivery_failed(self._output_topic, error)
+        delivery = Delivery(result.record, Outcome.RESULT, failed, result.request_id, published_s)
+        self._completed.append(delivery)
+
+    def _result_too_large(self, result: ResultMessage, error: KafkaError | str) -> None:
+        limit = error if isinstance(error, str) else error.str()
+        detail = f"the result is {len(result.value)} bytes, over a size limit: {limit}"
+        self.dead_letter(result.record, WorkerReason.RESULT_TOO_LARGE, detail, result.request_id)
 
     def dead_letter(
         self,
@@ -115,16 +156,7 @@ class KafkaPublisher:
                 time_ms=int(time.time() * 1000),
             )
             headers = dead_letter_headers(original, info)
-            self._produce(
-                self._dead_letter_topic,
-                record,
-                request_id,
-                Outcome.DEAD_LETTER,
-                value,
-                headers,
-                on_too_large,
-                key,
-            )
+            self._produce(record, request_id, value, headers, on_too_large, key)
 
         value = f"the value, {len(record.value)} bytes"
 
@@ -166,33 +198,32 @@ class KafkaPublisher:
 
     def _produce(
         self,
-        topic: str,
         record: Record,
         request_id: str | None,
-        outcome: Outcome,
         value: bytes | None,
-        headers: list[tuple[str, str | bytes | None]] | None,
+        headers: list[tuple[str, str | bytes | None]],
         too_large: TooLarge | None,
         key: bytes | None,
     ) -> None:
-        """Produce, waiting out a full queue; ``too_large`` handles a size refusal.
+        """Produce a dead letter, waiting out a full queue; ``too_large`` handles a size refusal.
 
         librdkafka refuses an oversized message at once (the producer's limit)
         or in its delivery report (the topic's); either way ``too_large`` runs
-        instead of a failed delivery, on the calling or the polling thread.
+        instead of a failed delivery, on the calling or the polling thread (in
+        a transaction, a refusal in a report is a failed delivery: it fails
+        the transaction).
         """
         completed = self._completed
+        topic = self._dead_letter_topic
         published_s = time.monotonic()
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is not None and too_large is not None and _too_large(error):
-                if not self._transactional:
+            if error is not None and too_large is not None and _too_large(error):  # noqa: SIM102
+                if not self._transactional:  # in a transaction: a failed delivery
                     too_large(error)
                     return
-                if outcome is Outcome.RESULT:  # no replacement joins a failed transaction
-                    self._remember_refusal(record, error)
             failed = None if error is None else _delivery_failed(topic, error)
-            completed.append(Delivery(record, outcome, failed, request_id, published_s))
+            completed.append(Delivery(record, Outcome.DEAD_LETTER, failed, request_id, published_s))
 
         while True:
             try:

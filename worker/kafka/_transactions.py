@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import structlog
@@ -46,6 +46,7 @@ from torchkafka.worker.pipeline import (
     DoneMarks,
     Handoff,
     Record,
+    ResultMessage,
     Settlement,
     TopicPartitionKey,
 )
@@ -78,9 +79,9 @@ class TransactionalOutbox:
         self.failure: str | None = None
         self._committed: Handoff[Delivery] = Handoff()
 
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
-        """Publish ``record``'s result in the open transaction (dropped while rewinding)."""
-        self._publish(lambda: self._publisher.result(record, request_id, value))
+    def results(self, results: Sequence[ResultMessage]) -> None:
+        """Publish the results in the open transaction (dropped while rewinding)."""
+        self._publish(lambda: self._publisher.results(results), len(results))
 
     def dead_letter(
         self,
@@ -92,13 +93,13 @@ class TransactionalOutbox:
     ) -> None:
         """Publish ``record``'s dead letter in the open transaction (dropped while rewinding)."""
         self._publish(
-            lambda: self._publisher.dead_letter(record, reason, error, request_id, attempts)
+            lambda: self._publisher.dead_letter(record, reason, error, request_id, attempts), 1
         )
 
-    def _publish(self, produce: Callable[[], None]) -> None:
+    def _publish(self, produce: Callable[[], None], count: int) -> None:
         with self.lock:
             if self._discarding:
-                self._discarded += 1
+                self._discarded += count
                 return
             try:
                 produce()

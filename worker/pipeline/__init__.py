@@ -13,7 +13,14 @@ from torchkafka.worker.pipeline._batcher import Batch, BatchItem, MicroBatcher, 
 from torchkafka.worker.pipeline._crash_guard import CrashGuard, RunLog
 from torchkafka.worker.pipeline._dead_letter_guard import DeadLetterGuard, GuardedPublisher
 from torchkafka.worker.pipeline._dedup import Claims, Dedup, DedupStore
-from torchkafka.worker.pipeline._deliveries import Delivery, Outbox, Outcome, Publisher, result_ids
+from torchkafka.worker.pipeline._deliveries import (
+    Delivery,
+    Outbox,
+    Outcome,
+    Publisher,
+    ResultMessage,
+    result_ids,
+)
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
 from torchkafka.worker.pipeline._done_marks import DoneMarks
 from torchkafka.worker.pipeline._handoff import Handoff
@@ -62,6 +69,7 @@ __all__ = [
     "Place",
     "Publisher",
     "Record",
+    "ResultMessage",
     "RetrySettings",
     "RunLog",
     "Settlement",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 from torchkafka.worker._errors import DeadLetterLimitExceeded
-from torchkafka.worker.pipeline._deliveries import Publisher
+from torchkafka.worker.pipeline._deliveries import Publisher, ResultMessage
 from torchkafka.worker.pipeline._records import Record
 
 
@@ -40,6 +41,12 @@ class DeadLetterGuard:
         with self._lock:
             self._record(dead_lettered)
 
+    def record_results(self, n: int) -> None:
+        """Count ``n`` results (no limit is passed by a result)."""
+        with self._lock:
+            for _ in range(n):
+                self._record(False)
+
     def _record(self, dead_lettered: bool) -> None:
         if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
             self._dead_in_window -= 1
@@ -65,10 +72,10 @@ class GuardedPublisher:
         self._publisher = publisher
         self._guard = guard
 
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
-        """Count a result, then publish it."""
-        self._guard.record(dead_lettered=False)
-        self._publisher.result(record, request_id, value)
+    def results(self, results: Sequence[ResultMessage]) -> None:
+        """Count the results, then publish them."""
+        self._guard.record_results(len(results))
+        self._publisher.results(results)
 
     def dead_letter(
         self,

@@ -7,6 +7,7 @@ both (``torchkafka.worker.kafka.KafkaPublisher``); tests do it in memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -34,11 +35,20 @@ class Delivery:
     published_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class ResultMessage:
+    """An encoded result, ready to publish, and the input record it answers."""
+
+    record: Record
+    request_id: str
+    value: bytes
+
+
 class Publisher(Protocol):
     """Publishes one result or one dead letter per input record; any thread may call it."""
 
-    def result(self, record: Record, request_id: str, value: bytes) -> None:
-        """Publish ``record``'s result (key = the input's key)."""
+    def results(self, results: Sequence[ResultMessage]) -> None:
+        """Publish each result (key = its input's key), a batch at a time."""
         ...
 
     def dead_letter(

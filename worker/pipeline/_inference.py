@@ -39,7 +39,7 @@ from torchkafka.worker.model import Launched, ModelRuntime
 from torchkafka.worker.ops import RetryKind, WorkerMetrics
 from torchkafka.worker.pipeline._batcher import Batch, BatchItem, StagingPool
 from torchkafka.worker.pipeline._crash_guard import CrashGuard, quarantine_error
-from torchkafka.worker.pipeline._deliveries import Publisher
+from torchkafka.worker.pipeline._deliveries import Publisher, ResultMessage
 from torchkafka.worker.pipeline._device_jpeg import DeviceJpeg
 from torchkafka.worker.pipeline._pixels import with_pixels
 from torchkafka.worker.pipeline._records import Admitted
@@ -414,6 +414,7 @@ class InferenceWorker:
         self._metrics.batch(len(batch), finished - started, waits_s)
         if self._batch_times is not None:
             self._batch_times(len(batch), finished - started)
+        messages = []
         for item, row, wait_s in zip(batch.items, outputs, waits_s, strict=True):
             record, request = item.token.record, item.token.request
             result = Result(
@@ -428,7 +429,8 @@ class InferenceWorker:
                 meta=request.meta,
                 worker=self._worker_id,
             )
-            self._publisher.result(record, request.id, self._encoder.result(result))
+            messages.append(ResultMessage(record, request.id, self._encoder.result(result)))
+        self._publisher.results(messages)
         self._guard.finished(item.token for item in batch.items)
 
 

@@ -39,7 +39,7 @@ def test_results_and_offsets_commit_together_and_get_done_marks_after(make_loop)
     assert sorted(loop.committed_results()) == sorted(ids("a", 5) + ids("b", 6))
     assert loop.producer.aborted == 0
     loop.step_until(lambda: loop.dedup.done == set(ids("a", 5) + ids("b", 6)))
-    assert loop.outbox.results == {}  # nothing went around the transaction
+    assert loop.outbox.published == {}  # nothing went around the transaction
 
 
 def test_a_failed_delivery_aborts_and_the_records_run_again_from_the_last_commit(

@@ -30,10 +30,10 @@ def test_every_record_gets_one_result_and_the_commits_reach_the_end(make_loop) -
     loop.send(0, *[f"a{i}" for i in range(5)])
     loop.send(1, *[f"b{i}" for i in range(6)])
     loop.step_until(lambda: loop.committed(0) == 5 and loop.committed(1) == 6)
-    assert sorted(loop.outbox.results) == sorted(
+    assert sorted(loop.outbox.published) == sorted(
         [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(6)]
     )
-    assert loop.dedup.done == set(loop.outbox.results)
+    assert loop.dedup.done == set(loop.outbox.published)
     assert loop.dedup.claims == {}
 
 
@@ -45,7 +45,7 @@ def test_run_drains_on_stop_commits_synchronously_and_leaves_the_group(make_loop
     runner = threading.Thread(target=loop.loop.run, args=(stop,))
     runner.start()
     deadline = time.monotonic() + WAIT_S
-    while len(loop.outbox.results) < 3 and time.monotonic() < deadline:
+    while len(loop.outbox.published) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     stop.set()
     runner.join(WAIT_S)
@@ -120,7 +120,7 @@ def test_lost_partitions_commit_nothing_though_their_in_flight_results_settle(
     loop.consumer.rebalance("lost", [(TOPIC, 0)])
     threading.Timer(0.2, model.gate.set).start()
     loop.loop.step()  # on_lost runs inside consume
-    assert set(loop.outbox.results) == {"a", "b"}
+    assert set(loop.outbox.published) == {"a", "b"}
     assert loop.dedup.done == {"a", "b"}  # marked: the new owner will skip them
     assert loop.consumer.log == []
 
@@ -182,7 +182,7 @@ def test_shutdown_releases_the_claims_of_batches_never_submitted(make_loop) -> N
     loop.loop.drain()  # the model is stuck: what is not in the inference queue never runs
     model.gate.set()
     assert loop.inference.stop(WAIT_S)
-    ran, released = set(loop.outbox.results), set(loop.dedup.released)
+    ran, released = set(loop.outbox.published), set(loop.dedup.released)
     assert ran
     assert released
     assert ran.isdisjoint(released)
@@ -212,11 +212,11 @@ def test_a_redis_that_lost_its_marks_holds_the_work_even_fail_open(make_loop) ->
     loop.dedup.state_lost = True
     loop.send(0, "a")
     loop.step_until(lambda: loop.consumer.paused == {(TOPIC, 0)})
-    assert loop.outbox.results == {}  # fail-open runs through an outage, not through a loss
+    assert loop.outbox.published == {}  # fail-open runs through an outage, not through a loss
     assert loop.health.readiness() == (False, "paused: redis is away")
     loop.dedup.state_lost = False  # restored, or the loss accepted
     loop.step_until(lambda: loop.committed(0) == 1)
-    assert set(loop.outbox.results) == {"a"}
+    assert set(loop.outbox.published) == {"a"}
     assert loop.consumer.paused == set()
 
 
@@ -235,7 +235,7 @@ def test_a_refused_commit_or_leave_at_shutdown_still_ends_cleanly(make_loop) -> 
     loop.send(0, "a", "b")
     loop.step_until(lambda: loop.committed(0) == 2)
     loop.send(0, "c")
-    loop.step_until(lambda: "c" in loop.outbox.results)
+    loop.step_until(lambda: "c" in loop.outbox.published)
     loop.consumer.commit_errors = [KafkaError(KafkaError.REBALANCE_IN_PROGRESS)] * 2
     loop.consumer.close_error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
     stop = threading.Event()
@@ -256,7 +256,7 @@ def test_a_record_whose_headers_cannot_be_read_is_dead_lettered_and_the_stream_g
     loop.step_until(lambda: loop.committed(0) == 2)
     assert loop.outbox.dead_letters[None][0] == "invalid_headers"
     assert "UnicodeDecodeError" in loop.outbox.dead_letters[None][1]
-    assert set(loop.outbox.results) == {"after"}
+    assert set(loop.outbox.published) == {"after"}
 
 
 def test_an_unexpected_decoder_failure_is_an_internal_error_dead_letter(
@@ -284,7 +284,7 @@ def test_a_batch_that_cannot_be_read_is_a_dead_letter_a_record_and_the_stream_go
     loop.consumer.add_unreadable(TOPIC, 0, count=3)
     loop.send(0, "after")
     loop.step_until(lambda: loop.committed(0) == 5)
-    assert set(loop.outbox.results) == {"before", "after"}
+    assert set(loop.outbox.published) == {"before", "after"}
     assert loop.outbox.reasons == ["unreadable_record"] * 3
     assert loop.outbox.dead_letters[None][1] == "the record cannot be read (Decompression failed)"
 
@@ -314,7 +314,7 @@ def test_a_ready_batch_goes_to_the_model_before_the_next_poll(make_loop) -> None
     loop.loop.step()
     assert "submit True" in events
     assert events.index("submit True") < events.index("consume")
-    loop.step_until(lambda: len(loop.outbox.results) == batches * MAX_BATCH)
+    loop.step_until(lambda: len(loop.outbox.published) == batches * MAX_BATCH)
 
 
 def test_the_batch_sizer_learns_from_each_poll_whether_records_wait(make_loop) -> None:
@@ -324,7 +324,7 @@ def test_the_batch_sizer_learns_from_each_poll_whether_records_wait(make_loop) -
     loop.send(0, *[f"r{i}" for i in range(40)])  # more than a poll takes
     loop.loop.step()
     assert sizer.behind
-    loop.step_until(lambda: len(loop.outbox.results) == 40)
+    loop.step_until(lambda: len(loop.outbox.published) == 40)
     loop.loop.step()  # an empty poll
     assert not sizer.behind
 
@@ -360,7 +360,7 @@ def test_a_full_intake_takes_nothing_more_and_pauses_only_if_it_lasts(make_loop)
     assert consumed  # paused, polling goes on (callbacks), taking nothing
     assert position(loop) == taken
     model.gate.set()
-    loop.step_until(lambda: len(loop.outbox.results) == 3 * capacity)
+    loop.step_until(lambda: len(loop.outbox.published) == 3 * capacity)
     assert loop.consumer.paused == set()
 
 
@@ -394,5 +394,5 @@ def test_a_group_past_its_wait_fills_on_while_the_model_is_busy(make_loop) -> No
         loop.loop.step()  # q0, q1 fill the queue alone; x, y, z wait in the batcher
     assert not loop.inference.has_room()
     model.gate.set()
-    loop.step_until(lambda: len(loop.outbox.results) == QUEUE_BATCHES + 4)
+    loop.step_until(lambda: len(loop.outbox.published) == QUEUE_BATCHES + 4)
     assert model.rows == [1] * (QUEUE_BATCHES + 1) + [3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -12,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from torchkafka.codecs import read_dead_letter_info
 from torchkafka.worker.kafka import KafkaPublisher
 from torchkafka.worker.ops import WorkerMetrics
-from torchkafka.worker.pipeline import Outcome, Record
+from torchkafka.worker.pipeline import Outcome, Record, ResultMessage
 
 Callback = Callable[[KafkaError | None, object], None]
 
@@ -34,6 +35,10 @@ class SizeLimitedProducer:
 
     client_limit: int = 1000
     topic_limit: int = 1000
+    #: Reports waiting for a poll that fill the local queue (more are refused: _QUEUE_FULL).
+    queue_limit: int = 1_000_000
+    #: What ``produce_batch`` refuses every message with, if anything.
+    refuse_with: int | None = None
     sent: list[Sent] = field(default_factory=list)
     _reports: list[tuple[Callback, KafkaError | None]] = field(default_factory=list)
 
@@ -55,6 +60,21 @@ class SizeLimitedProducer:
         if error is None:
             self.sent.append(Sent(topic, key, value, headers))
         self._reports.append((on_delivery, error))
+
+    def produce_batch(self, topic: str, messages: list[dict[str, Any]]) -> int:
+        """As librdkafka: each refused message gets an ``_error``; no report for it."""
+        queued = 0
+        for message in messages:
+            if self.refuse_with is not None or len(self._reports) >= self.queue_limit:
+                message["_error"] = KafkaError(self.refuse_with or KafkaError._QUEUE_FULL)
+                continue
+            try:
+                self.produce(topic, message["value"], message["key"], None, message["callback"])
+            except KafkaException as exc:
+                message["_error"] = exc.args[0]
+            else:
+                queued += 1
+        return queued
 
     def poll(self, timeout: float = 0) -> int:
         reports, self._reports = self._reports, []
@@ -81,7 +101,7 @@ def settled(producer: SizeLimitedProducer, out: KafkaPublisher) -> list[Outcome]
 def test_a_result_over_the_producers_limit_dead_letters_its_input() -> None:
     producer = SizeLimitedProducer(client_limit=1000)
     out = publisher(producer)
-    out.result(record(b"request"), "r1", b"x" * 2000)
+    out.results([ResultMessage(record(b"request"), "r1", b"x" * 2000)])
     assert settled(producer, out) == [Outcome.DEAD_LETTER]
     (letter,) = producer.sent
     assert (letter.topic, letter.value) == ("dlq", b"request")
@@ -94,9 +114,30 @@ def test_a_result_over_the_producers_limit_dead_letters_its_input() -> None:
 def test_a_result_the_topic_refuses_as_too_large_dead_letters_its_input() -> None:
     producer = SizeLimitedProducer(client_limit=10_000, topic_limit=1000)
     out = publisher(producer)
-    out.result(record(b"request"), "r1", b"x" * 2000)
+    out.results([ResultMessage(record(b"request"), "r1", b"x" * 2000)])
     assert settled(producer, out) == [Outcome.DEAD_LETTER]
     assert [(s.topic, s.value) for s in producer.sent] == [("dlq", b"request")]
+
+
+def test_results_a_full_queue_refuses_go_again_once_deliveries_made_room() -> None:
+    producer = SizeLimitedProducer(queue_limit=2)
+    metrics = WorkerMetrics()
+    out = KafkaPublisher(producer, "out", "dlq", "w1", metrics)  # type: ignore[arg-type]
+    out.results([ResultMessage(record(b"request"), f"r{i}", b"result") for i in range(5)])
+    assert [d.request_id for d in out.completed()] == [f"r{i}" for i in range(5)]
+    assert [s.topic for s in producer.sent] == ["out"] * 5
+    retries = metrics.registry.get_sample_value(
+        "torchkafka_retries_total", {"kind": "produce_queue_full"}
+    )
+    assert retries == 3 + 1  # r2-r4 refused, then r4 again
+
+
+def test_results_refused_otherwise_raise() -> None:
+    producer = SizeLimitedProducer(refuse_with=KafkaError._UNKNOWN_TOPIC)
+    out = publisher(producer)
+    with pytest.raises(KafkaException, match="UNKNOWN_TOPIC"):
+        out.results([ResultMessage(record(b"request"), "r1", b"result")])
+    assert out.completed() == []
 
 
 def test_an_input_too_large_for_the_dead_letter_topic_goes_without_its_value() -> None:
@@ -139,7 +180,7 @@ def test_a_dead_letter_too_large_without_its_value_goes_without_key_and_headers(
 def test_a_result_with_a_huge_key_dead_letters_its_input_without_the_key() -> None:
     producer = SizeLimitedProducer(client_limit=1000)
     out = publisher(producer)
-    out.result(record(b"request", key=b"k" * 5000), "r1", b"result")
+    out.results([ResultMessage(record(b"request", key=b"k" * 5000), "r1", b"result")])
     assert settled(producer, out) == [Outcome.DEAD_LETTER]
     (letter,) = producer.sent
     assert (letter.key, letter.value) == (None, None)

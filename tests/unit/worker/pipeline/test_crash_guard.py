@@ -177,7 +177,7 @@ def test_a_record_two_dead_processes_ran_is_quarantined_and_never_reaches_the_mo
     life = lifetime(runs, Recorder(), pipelined)
     life.run(batch(1, 2, 3, 4))
     assert life.outbox.dead_letters == {"r3": QUARANTINED}
-    assert set(life.outbox.results) == {"r1", "r2", "r4"}
+    assert set(life.outbox.published) == {"r1", "r2", "r4"}
     assert isinstance(life.model, Recorder)
     assert life.model.rows == [[1, 2, 4]]
     assert runs.runs[place(3)] == {"dead-1", "dead-2"}  # kept: a later crash quarantines it again
@@ -202,7 +202,7 @@ def test_a_suspect_runs_alone_once_the_batch_in_flight_finished(
     life = lifetime(runs, Recorder(), pipelined)
     life.run(batch(1, 2), batch(3, 4, 5), batch(6))
     assert life.events() == order
-    assert set(life.outbox.results) == {f"r{i}" for i in range(1, 7)}
+    assert set(life.outbox.published) == {f"r{i}" for i in range(1, 7)}
     # per batch one call as it is queued; for the one with a suspect (queued unmarked), one
     # to screen it, one for the suspect alone and one for its rest
     assert runs.run_log_calls == 6
@@ -222,7 +222,7 @@ def test_the_innocent_neighbours_of_a_poison_never_reach_the_limit(
     second.die_in(batch(*range(1, 9)))
     assert isinstance(second.model, StopsAt)
     assert second.model.rows == [[1], [2], [3], [4]]  # all suspects: each alone
-    assert set(second.outbox.results) == {"r1", "r2", "r3"}
+    assert set(second.outbox.published) == {"r1", "r2", "r3"}
     assert runs.runs[place(4)] == {first.guard.run_id, second.guard.run_id}
     assert all(place(i) not in runs.runs for i in (1, 2, 3))  # ran alone and were cleared
     # not run yet when the process died, so not counted again
@@ -231,7 +231,7 @@ def test_the_innocent_neighbours_of_a_poison_never_reach_the_limit(
     third = lifetime(runs, Recorder(), pipelined)
     third.run(batch(*range(1, 9)))
     assert third.outbox.dead_letters == {"r4": QUARANTINED}
-    assert set(third.outbox.results) == {f"r{i}" for i in (1, 2, 3, 5, 6, 7, 8)}
+    assert set(third.outbox.published) == {f"r{i}" for i in (1, 2, 3, 5, 6, 7, 8)}
     assert isinstance(third.model, Recorder)
     assert third.model.rows == [[5], [6], [7], [8], [1, 2, 3]]
 
@@ -249,7 +249,7 @@ def test_batches_queued_behind_a_poison_are_counted_once_then_run_alone_and_clea
     second.run(batch(5, 6), batch(7))
     assert isinstance(second.model, Recorder)
     assert second.model.rows == [[5], [6], [7]]
-    assert set(second.outbox.results) == {"r5", "r6", "r7"}
+    assert set(second.outbox.published) == {"r5", "r6", "r7"}
     assert place(5) not in runs.runs
     assert place(6) not in runs.runs
 
@@ -334,7 +334,7 @@ def test_with_the_guard_off_batches_run_unscreened_and_nothing_is_called(
     runs.runs[place(1)] = {"dead-1", "dead-2", "dead-3"}
     life = lifetime(runs, Recorder(), pipelined=False, limit=0)
     life.run(batch(1, 2), batch(3))
-    assert set(life.outbox.results) == {"r1", "r2", "r3"}
+    assert set(life.outbox.published) == {"r1", "r2", "r3"}
     assert runs.run_log_calls == 0
 
 
@@ -347,7 +347,7 @@ def test_with_redis_away_batches_run_unguarded_and_it_is_logged_once(
     life = lifetime(runs, Recorder(), pipelined=False)
     with capture_logs() as logs:
         life.run(batch(1, 2), batch(3))
-    assert set(life.outbox.results) == {"r1", "r2", "r3"}
+    assert set(life.outbox.published) == {"r1", "r2", "r3"}
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
         "redis is away: batches run without the crash-loop guard"
     ]
@@ -391,7 +391,7 @@ def test_any_other_redis_error_stops_the_submitter_before_the_batch_is_queued(
     assert life.worker.failure is None
     assert isinstance(life.model, Recorder)
     assert life.model.rows == []
-    assert life.outbox.results == {}
+    assert life.outbox.published == {}
 
 
 class RefusingScreens(MemoryDedup):
@@ -418,6 +418,6 @@ def test_a_refused_screening_stops_the_inference_thread_before_the_batch_runs(
     assert "NOPERM" in str(life.worker.failure)
     assert isinstance(life.model, Recorder)
     assert life.model.rows == []
-    assert life.outbox.results == {}
+    assert life.outbox.published == {}
     assert life.outbox.dead_letters == {}
     assert not life.worker.try_submit(batch(3))  # the thread died: nothing more is queued

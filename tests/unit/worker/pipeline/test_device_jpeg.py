@@ -107,7 +107,7 @@ def test_the_inference_thread_runs_device_decoded_jpegs_and_dead_letters_a_corru
     images.close()
     assert worker.failure is None
     for name, data in files.items():
-        output = publisher.results[name].outputs["output"]
+        output = publisher.published[name].outputs["output"]
         assert close_to_pillow(output * 2, data), name
     assert publisher.dead_letters["corrupt"][0] == "invalid_image"
     assert pool.in_use == 0

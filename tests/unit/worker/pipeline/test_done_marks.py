@@ -13,7 +13,7 @@ from tests.support.runtimes import WAIT_S
 from torchkafka.codecs import ModelInfo, Result, encode_result
 from torchkafka.worker import WorkerError
 from torchkafka.worker.ops import WorkerMetrics
-from torchkafka.worker.pipeline import DoneMarks, Outcome, Record
+from torchkafka.worker.pipeline import DoneMarks, Outcome, Record, ResultMessage
 
 OWNER = "me"
 
@@ -83,7 +83,7 @@ def publish(outbox: MemoryOutbox, offset: int, request_id: str) -> None:
 
 def publish_result(outbox: MemoryOutbox, offset: int, request_id: str) -> None:
     result = Result(request_id, {"output": torch.zeros(1)}, ModelInfo("m", "1"))
-    outbox.result(record(offset), request_id, encode_result(result))
+    outbox.results([ResultMessage(record(offset), request_id, encode_result(result))])
 
 
 def test_a_result_is_marked_done_as_its_report_arrives_without_anyone_asking(

@@ -112,7 +112,7 @@ def test_one_result_per_input_in_every_batch(pipelined: bool) -> None:
     rt = make_runtime(Doubling(), pipelined)
     run(make_worker(rt, publisher, pool), batch(item(1), item(2)), batch(item(3)), batch(item(4)))
     assert publisher.outputs() == {f"r{i}": [2.0 * i] * FEATURES for i in range(1, 5)}
-    assert {r.model.version for r in publisher.results.values()} == {"1"}
+    assert {r.model.version for r in publisher.published.values()} == {"1"}
     assert publisher.dead_letters == {}
     assert pool.in_use == 0
 
@@ -142,7 +142,7 @@ def test_only_the_failing_inputs_are_dead_lettered(pipelined: bool, where: str) 
     rt = make_runtime(module, pipelined, postprocess=postprocess)
     first = batch(item(0), item(1, POISON), item(2), item(3), item(4, POISON))
     run(make_worker(rt, publisher, pool), first, batch(item(5)))
-    assert set(publisher.results) == {"r0", "r2", "r3", "r5"}
+    assert set(publisher.published) == {"r0", "r2", "r3", "r5"}
     assert set(publisher.dead_letters) == {"r1", "r4"}
     assert {reason for reason, _ in publisher.dead_letters.values()} == {WorkerReason.MODEL_ERROR}
     assert pool.in_use == 0
@@ -206,7 +206,7 @@ def test_one_input_that_keeps_running_out_of_memory_stops_the_worker(pipelined: 
     assert isinstance(worker.failure, TransientError)
     assert "CUDA out of memory on one input ('r1') 3 times in a row" in str(worker.failure)
     assert publisher.dead_letters == {}  # transient: the record is run again after a restart
-    assert publisher.results == {}
+    assert publisher.published == {}
 
 
 @PIPELINED
@@ -220,7 +220,7 @@ def test_inputs_past_their_deadline_are_dead_lettered(pipelined: bool) -> None:
         expired,
         batch(item(4, deadline_ms=past)),
     )
-    assert set(publisher.results) == {"r2", "r3"}
+    assert set(publisher.published) == {"r2", "r3"}
     assert set(publisher.dead_letters) == {"r1", "r4"}
     assert publisher.dead_letters["r1"][0] == WorkerReason.EXPIRED
 
@@ -255,7 +255,7 @@ def test_a_swap_takes_effect_between_batches(pipelined: bool, poisoned: bool) ->
     assert worker.try_submit(batch(item(3)))
     assert worker.stop(WAIT_S)
     assert worker.failure is None
-    versions = {rid: result.model.version for rid, result in publisher.results.items()}
+    versions = {rid: result.model.version for rid, result in publisher.published.items()}
     if poisoned:
         assert versions == {"r1": "old", "r3": "new"}
         assert set(publisher.dead_letters) == {"r2"}
@@ -309,7 +309,7 @@ def test_images_run_on_their_pixels_and_one_that_fails_to_decode_is_dead_lettere
     images.close()
     for name, data in files.items():
         expected = Halving()(pillow_pixels(data).unsqueeze(0))[0]
-        assert torch.equal(publisher.results[name].outputs["output"], expected), name
+        assert torch.equal(publisher.published[name].outputs["output"], expected), name
     assert set(publisher.dead_letters) == {"corrupt"}
     reason, error = publisher.dead_letters["corrupt"]
     assert reason == "invalid_image"
@@ -363,7 +363,7 @@ def test_out_of_memory_decoding_jpegs_on_the_device_decodes_halves() -> None:
     assert device_jpeg.calls == [4, 2, 1, 1, 2, 1, 1]
     for name, data in files.items():
         expected = Halving()(pillow_pixels(data).unsqueeze(0))[0]
-        assert torch.equal(publisher.results[name].outputs["output"], expected), name
+        assert torch.equal(publisher.published[name].outputs["output"], expected), name
 
 
 def test_each_batch_that_ran_reports_its_size_and_time() -> None:
