@@ -140,7 +140,7 @@ class ModelRuntime:
         return seconds
 
     def infer(self, batch: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """One dict of CPU tensors per row of ``batch``, sharing memory with nothing.
+        """One dict of CPU tensors per row of ``batch``, none aliasing ``batch`` or the model.
 
         ``launch`` then ``complete``; a batch between buckets is padded into a
         new tensor first (the inference thread stages batches padded already).
@@ -179,7 +179,7 @@ class ModelRuntime:
         return Launched(host, count, done)
 
     def complete(self, launched: Launched) -> list[dict[str, torch.Tensor]]:
-        """One dict of CPU tensors per real row of a launched batch, sharing memory with nothing.
+        """One dict of CPU tensors per real row of a launched batch, none aliasing its buffers.
 
         Waits for the batch's event (never for the whole device). The results
         are ordinary tensors; postprocessing errors (``ValueError``) propagate.

@@ -2,7 +2,8 @@
 
 A ``Preprocess`` turns a batch already on the model's device into the
 model's input. A ``Postprocess`` turns the model's output for a batch of B
-into B dicts of CPU tensors, one per request, each owning its memory.
+into B dicts of CPU tensors, one per request, sharing memory only with the
+other rows of the batch (one copy of each output, made for them).
 """
 
 from __future__ import annotations
@@ -140,11 +141,13 @@ def parse_postprocess(text: str) -> Postprocess:
 def split_rows(
     outputs: Mapping[str, torch.Tensor], batch_size: int
 ) -> list[dict[str, torch.Tensor]]:
-    """One dict per batch row, of contiguous CPU tensors that share no memory.
+    """One dict per batch row, of contiguous CPU tensors: views of one copy of each output.
 
-    Each output must have a first dimension of ``batch_size``. Outputs are
-    copied to the CPU once, then each row is cloned, so no row keeps the
-    whole batch alive or aliases a buffer the model or the caller reuses.
+    Each output must have a first dimension of ``batch_size``. Each is
+    copied once, to the CPU and contiguous, and the rows view that copy: no
+    row aliases a buffer the model or the caller reuses. (A row keeps its
+    batch's copy alive; the worker encodes rows at once. A copy per row cost
+    more than the rest of splitting a small model's batch.)
     """
     rows: list[dict[str, torch.Tensor]] = [{} for _ in range(batch_size)]
     for name, tensor in outputs.items():
@@ -153,8 +156,9 @@ def split_rows(
                 f"output {name!r} has shape {list(tensor.shape)}; "
                 f"expected a first (batch) dimension of {batch_size}"
             )
-        for row, value in zip(rows, tensor.cpu().unbind(0), strict=True):
-            row[name] = value.clone(memory_format=torch.contiguous_format)
+        copy = tensor.to("cpu", copy=True, memory_format=torch.contiguous_format)
+        for row, value in zip(rows, copy.unbind(0), strict=True):
+            row[name] = value
     return rows
 
 
