@@ -74,13 +74,14 @@ class RecordReader:
         records = []
         reported: set[tuple[str | None, int | None, int | None]] = set()
         for message in messages:
-            if not is_record(message):
-                continue
             error = message.error()
-            report = (message.topic(), message.partition(), message.offset())
             if error is None:
                 records.append(record_from_message(message, received_s))
-            elif report not in reported:
+                continue
+            if not is_record(message):
+                continue
+            report = (message.topic(), message.partition(), message.offset())
+            if report not in reported:
                 reported.add(report)
                 records.append(self._unreadable(message, error, received_s))
         return records
