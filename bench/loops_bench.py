@@ -12,6 +12,8 @@ fresh 4-partition topic:
   torchkafka fixed 256  the same with --batch-sizing fixed --max-batch-size 256
   torchkafka torchscript  the defaults with --backend torchscript (frozen, checked
                         against eager at start-up; lossless)
+  torchkafka dedup off  the defaults with --dedup off (no Redis: what dedup and the
+                        crash-loop guard cost)
   naive                 hand_loops.py naive: consume(500), one model call per request
   smart                 hand_loops.py smart: consume(500), one model call per poll
 and bare, the model alone on ready batches of 32 and of 256 (in this process).
@@ -75,6 +77,7 @@ WORKER_VARIANTS = {
     "torchkafka fixed 32": ("--batch-sizing", "fixed", "--max-batch-size", str(BATCH)),
     "torchkafka fixed 256": ("--batch-sizing", "fixed", "--max-batch-size", "256"),
     "torchkafka torchscript": ("--backend", "torchscript", "--input-shape", SHAPE),
+    "torchkafka dedup off": ("--dedup", "off"),
 }
 VARIANTS = (*WORKER_VARIANTS, "naive", "smart")
 #: Workloads by name: (case, default requests a drain).

@@ -52,6 +52,7 @@ from torchkafka.worker.pipeline import (
     BatchSizer,
     CrashGuard,
     DeadLetterGuard,
+    Dedup,
     DeviceJpeg,
     DoneMarks,
     Gate,
@@ -59,6 +60,7 @@ from torchkafka.worker.pipeline import (
     ImageDecoder,
     InferenceWorker,
     MicroBatcher,
+    NoDedup,
     Outbox,
     Settlement,
     StagingPool,
@@ -123,7 +125,14 @@ def _run(
         health.model_loaded()
         deadline = time.monotonic() + config.operations.startup_timeout_s
         topics_bytes = check_topics(config, deadline)
-        dedup = dedup_store(config, me, metrics, health, cleanup, deadline)
+        store = (
+            dedup_store(config, me, metrics, health, cleanup, deadline)
+            if config.dedup.dedup == "redis"
+            else None
+        )
+        dedup: Dedup = NoDedup() if store is None else store
+        if store is None:
+            log.warning("dedup is off: ids answered before are answered again; none quarantined")
         sizes = SizeLimits(DEFAULT_LIMITS.max_message_bytes)
         exactly_once = config.processing_guarantee == "exactly-once"
         producer = make_producer(
@@ -168,7 +177,7 @@ def _run(
             batching.inference_queue_batches,
             metrics,
             device_jpeg=device_jpeg,
-            crash_guard=CrashGuard(dedup, limits.quarantine_after_crashes),
+            crash_guard=CrashGuard(store, limits.quarantine_after_crashes),
             batch_times=sizer.ran if sizer else None,
         )
         images = ImageDecoder(
@@ -194,11 +203,12 @@ def _run(
                 **group_membership(config, worker_index),
             },
         )
-        dedup.check_state(
-            lambda: group_has_commits(
-                consumer, config.input_topic, max(1.0, deadline - time.monotonic())
+        if store is not None:
+            store.check_state(
+                lambda: group_has_commits(
+                    consumer, config.input_topic, max(1.0, deadline - time.monotonic())
+                )
             )
-        )
         gate = Gate(
             guarded,
             dedup,

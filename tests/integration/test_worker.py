@@ -117,6 +117,23 @@ def test_a_replay_of_the_input_topic_yields_no_second_result(
     assert len(read(kafka_bootstrap, topics.output, expect=len(rows) + 1, timeout_s=5)) == len(rows)
 
 
+def test_with_dedup_off_no_redis_is_needed_and_a_replay_is_answered_again(
+    kafka_bootstrap: str,
+    topics: Topics,
+    start_worker: Callable[[WorkerConfig], RunningWorker],
+) -> None:
+    rows = {f"r-{i}": torch.full((4,), float(i)) for i in range(40)}
+    produce(
+        kafka_bootstrap, topics.input, [(k.encode(), request_value(k, v)) for k, v in rows.items()]
+    )
+    nowhere = "redis://127.0.0.1:1/0"  # nothing listens: dedup off never connects
+    for run in (1, 2):  # a new group each run: the second replays the topic
+        worker = start_worker(config_for(topics, kafka_bootstrap, nowhere, dedup="off"))
+        answers = read(kafka_bootstrap, topics.output, expect=run * len(rows))
+        worker.close()
+    assert Counter(decode_result(m.value() or b"").id for m in answers) == dict.fromkeys(rows, 2)
+
+
 def test_images_decode_off_the_polling_thread_and_a_corrupt_one_is_dead_lettered(
     kafka_bootstrap: str,
     redis_url: str,

@@ -20,6 +20,8 @@ from torchkafka.worker.config._fields import not_negative, positive, secret, sec
 from torchkafka.worker.config._secret import Secret, mask_url
 
 RedisOutage = Literal["pause", "fail-open"]
+#: ``redis``: done-marks and claims in Redis; ``off``: no dedup, no Redis.
+DedupMode = Literal["redis", "off"]
 #: What a worker does when Redis has lost its done-marks (restarted empty, flushed).
 RedisStateLoss = Literal["pause", "continue"]
 #: The consumer group protocol: the classic one, or KIP-848's (Kafka 4.0 and later).
@@ -212,8 +214,14 @@ class BatchingSettings:
 
 @dataclass(frozen=True, slots=True)
 class DedupSettings:
-    """Redis-backed dedup: where, under which namespace, for how long, and on outages."""
+    """Redis-backed dedup: whether, where, under which namespace, for how long, on outages."""
 
+    dedup: DedupMode = setting(
+        "redis: an id answered before is skipped, and a record that crashes workers is "
+        "quarantined; off: no Redis at all (at-least-once: a redelivered or resubmitted "
+        "request is answered again, and nothing is quarantined)",
+        "redis",
+    )
     redis_url: str = setting(
         "Redis for dedup (also env REDIS_URL); a user name may be in it, the password not",
         DEFAULT_REDIS_URL,

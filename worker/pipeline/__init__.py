@@ -32,6 +32,7 @@ from torchkafka.worker.pipeline._images import (
     decode_threads,
 )
 from torchkafka.worker.pipeline._inference import InferenceWorker
+from torchkafka.worker.pipeline._no_dedup import NoDedup
 from torchkafka.worker.pipeline._offsets import OffsetTracker
 from torchkafka.worker.pipeline._parking import Parking
 from torchkafka.worker.pipeline._records import Admitted, Place, Record, TopicPartitionKey
@@ -61,6 +62,7 @@ __all__ = [
     "InferenceWorker",
     "MicroBatcher",
     "ModelInput",
+    "NoDedup",
     "OffsetTracker",
     "Outbox",
     "Outcome",
