@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from torchkafka.worker._argtypes import key_value, positive, positive_float, shape
-from torchkafka.worker._env import kafka_bootstrap, redis_url
+from torchkafka.worker._env import idle_model_threads_sleep, kafka_bootstrap, redis_url
 from torchkafka.worker._errors import StartupError, WorkerError
 from torchkafka.worker.config import SETTINGS, Setting, load_config, load_connection
 from torchkafka.worker.ops import configure_logging
@@ -295,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    idle_model_threads_sleep()  # before torch loads; worker processes inherit it
     try:
         config = load_config(args.config, os.environ, _setting_flags(args, list(SETTINGS)))
     except StartupError as exc:
