@@ -67,7 +67,7 @@ bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, exactly-
 	$(BIN)/python bench/dedup_bench.py
 	$(BIN)/python bench/worker_bench.py
 	$(BIN)/python bench/guarantee_bench.py
-	$(BIN)/python bench/loops_bench.py
+	$(BIN)/torchkafka bench
 	$(BIN)/python bench/backend_bench.py
 	$(BIN)/python bench/image_decode_bench.py
 

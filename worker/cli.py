@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_produce(commands)
     _add_consume(commands)
+    commands.add_parser(
+        "bench",
+        add_help=False,  # --help goes to the benchmark
+        help="the worker next to hand-written loops and the bare model, side by side "
+        "(a source checkout's bench/loops_bench.py; --help for its options)",
+        prefix_chars="\0",  # every argument goes to the benchmark as it is
+    ).add_argument("arguments", nargs="*")
 
     demo = commands.add_parser(
         "demo",
@@ -291,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _consume(parser, args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "bench":
+        from torchkafka.worker.tools import run_bench
+
+        return run_bench(args.arguments)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 

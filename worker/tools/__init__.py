@@ -1,8 +1,9 @@
-"""Client-side commands (produce, consume, demo): they talk to the worker through Kafka only.
+"""Client-side commands (produce, consume, demo, bench): they talk to the worker through Kafka.
 
 Nothing in the worker imports this package (a test checks it).
 """
 
+from torchkafka.worker.tools._bench import run_bench
 from torchkafka.worker.tools._consume import ConsumeSettings, run_consume
 from torchkafka.worker.tools._demo import DemoSettings, print_report, run_demo
 from torchkafka.worker.tools._produce import (
@@ -21,6 +22,7 @@ __all__ = [
     "Sender",
     "print_report",
     "produce_requests",
+    "run_bench",
     "run_consume",
     "run_demo",
     "run_produce",
