@@ -89,16 +89,20 @@ def redis_client_names(url: str) -> set[str]:
         return {str(c["name"]) for c in client.client_list()}
 
 
+def produce_rows(bootstrap: str, topic: str, count: int = 40) -> dict[str, torch.Tensor]:
+    """Requests ``r-0``, ``r-1``, ... (keyed by id) of small tensors, produced to ``topic``."""
+    rows = {f"r-{i}": torch.full((4,), float(i)) for i in range(count)}
+    produce(bootstrap, topic, [(k.encode(), request_value(k, v)) for k, v in rows.items()])
+    return rows
+
+
 def test_a_replay_of_the_input_topic_yields_no_second_result(
     kafka_bootstrap: str,
     redis_url: str,
     topics: Topics,
     start_worker: Callable[[WorkerConfig], RunningWorker],
 ) -> None:
-    rows = {f"r-{i}": torch.full((4,), float(i)) for i in range(40)}
-    produce(
-        kafka_bootstrap, topics.input, [(k.encode(), request_value(k, v)) for k, v in rows.items()]
-    )
+    rows = produce_rows(kafka_bootstrap, topics.input)
     first = config_for(topics, kafka_bootstrap, redis_url)
     worker = start_worker(first)
     assert len(read(kafka_bootstrap, topics.output, expect=len(rows))) == len(rows)
@@ -122,10 +126,7 @@ def test_with_dedup_off_no_redis_is_needed_and_a_replay_is_answered_again(
     topics: Topics,
     start_worker: Callable[[WorkerConfig], RunningWorker],
 ) -> None:
-    rows = {f"r-{i}": torch.full((4,), float(i)) for i in range(40)}
-    produce(
-        kafka_bootstrap, topics.input, [(k.encode(), request_value(k, v)) for k, v in rows.items()]
-    )
+    rows = produce_rows(kafka_bootstrap, topics.input)
     nowhere = "redis://127.0.0.1:1/0"  # nothing listens: dedup off never connects
     for run in (1, 2):  # a new group each run: the second replays the topic
         worker = start_worker(config_for(topics, kafka_bootstrap, nowhere, dedup="off"))
