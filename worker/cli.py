@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         "publish one result per request to --output-topic and what cannot be processed to "
         "--dead-letter-topic. Settings come from (lowest to highest) defaults, --config FILE, "
         "TORCHKAFKA_<SETTING> environment variables, and these flags. SIGTERM or Ctrl-C "
-        "drains in-flight work, commits and leaves the group.",
+        "drains in-flight work, commits and leaves the group. torch's CPU threads sleep "
+        "between model calls (OMP_WAIT_POLICY=PASSIVE, unless the variable is set).",
     )
     _add_settings(run, list(SETTINGS))
 
