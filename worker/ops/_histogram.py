@@ -34,10 +34,6 @@ class HistogramSeries:
         self._lock = threading.Lock()
         self.created = time.time()
 
-    def observe(self, value: float) -> None:
-        """Count one value."""
-        self.observe_many((value,))
-
     def observe_many(self, values: Iterable[float]) -> None:
         """Count each of ``values`` (one lock for all of them)."""
         bounds = self._bounds

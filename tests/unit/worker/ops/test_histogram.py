@@ -47,7 +47,7 @@ def test_bulk_observations_expose_as_prometheus_client_would(
 def test_each_series_has_its_creation_time() -> None:
     registry = CollectorRegistry()
     histogram = BulkHistogram("wait_seconds", "Waits", buckets=BUCKETS, registry=registry)
-    histogram.labels().observe(0.5)
+    histogram.labels().observe_many([0.5])
     assert registry.get_sample_value("wait_seconds_created") == pytest.approx(
         histogram.labels().created
     )
