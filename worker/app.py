@@ -88,8 +88,8 @@ def run_worker(
     a rebalance never hands partitions to a worker that cannot serve them
     yet. Setting ``reload`` (SIGHUP) loads the model again beside the running
     one and swaps it in between batches. The metrics and health endpoints
-    listen, from the start, on ``metrics_port + worker_index`` (unless the
-    port is 0).
+    listen, from the start, on ``metrics_port + worker_index`` or the first
+    free port above it (unless the port is 0).
     """
     metrics = WorkerMetrics()
     health = Health(stop, liveness_timeout_s=config.timeouts.liveness_s)

@@ -3,7 +3,7 @@
 SIGTERM/SIGINT stop every worker (each drains); SIGHUP makes each reload its model.
 
 Worker ``i`` (from 0) serves its metrics and health endpoints on
-``metrics_port + i``.
+``metrics_port + i`` (or the first free port above it: ``health_endpoints``).
 """
 
 from __future__ import annotations

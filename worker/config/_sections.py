@@ -286,7 +286,8 @@ class OperationsSettings:
     """Probes, metrics and how long stopping may take."""
 
     metrics_port: int = setting(
-        "port of /metrics, /healthz and /readyz; worker i of --workers uses port+i; 0 disables",
+        "port of /metrics, /healthz and /readyz; worker i of --workers uses port+i, or the "
+        "first free port above it when another process holds it (logged); 0 disables",
         9100,
     )
     metrics_host: str = setting(

@@ -14,6 +14,7 @@ timestamps and flags; requests never touch the loop.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,32 +133,55 @@ class _Probe:
             return self._last
 
 
+#: How many ports from the asked one a worker tries, for processes that share a host.
+PORT_SEARCH = 100
+
+
 @contextmanager
 def health_endpoints(
     host: str, port: int, health: Health, registry: CollectorRegistry
-) -> Iterator[None]:
-    """Serve the endpoints on ``host:port`` for the duration (``port`` 0: serve nothing)."""
+) -> Iterator[int]:
+    """Serve the endpoints on ``host`` for the duration; yields the port (0: none served).
+
+    On ``port``, or when another process holds it, on the first free port
+    above it (within ``PORT_SEARCH``), said in the log. ``port`` 0 serves nothing.
+    """
     if port == 0:
-        yield
+        yield 0
         return
-    try:
-        server = _Server((host, port), health, registry)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot serve metrics on {host}:{port}: {exc.strerror} "
-            "(choose another --metrics-port, or 0 to disable)"
-        ) from exc
+    server = _bind(host, port, health, registry)
+    bound = server.server_address[1]
     thread = threading.Thread(
         target=server.serve_forever, args=(0.1,), name="torchkafka-health", daemon=True
     )
     thread.start()
-    log.info("serving /metrics, /healthz and /readyz", address=f"{host}:{port}")
+    if bound != port:
+        log.warning("metrics port in use: serving on the next free one", asked=port, port=bound)
+    log.info("serving /metrics, /healthz and /readyz", address=f"{host}:{bound}")
     try:
-        yield
+        yield bound
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def _bind(host: str, port: int, health: Health, registry: CollectorRegistry) -> _Server:
+    """A server on ``port`` or the first free port above it; ``StartupError`` if none is."""
+    last = min(port + PORT_SEARCH, 65536) - 1
+    for candidate in range(port, last + 1):
+        try:
+            return _Server((host, candidate), health, registry)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise StartupError(
+                    f"cannot serve metrics on {host}:{candidate}: {exc.strerror} "
+                    "(choose another --metrics-port, or 0 to disable)"
+                ) from exc
+    raise StartupError(
+        f"cannot serve metrics on {host}: ports {port} to {last} are all in use "
+        "(choose another --metrics-port, or 0 to disable)"
+    )
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,8 +12,8 @@ import pytest
 
 from tests.support.ports import free_port, get
 from torchkafka.worker._errors import StartupError
-from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
-from torchkafka.worker.ops._health import PROBE_INTERVAL_S
+from torchkafka.worker.ops import Health, WorkerMetrics, _health, health_endpoints
+from torchkafka.worker.ops._health import PORT_SEARCH, PROBE_INTERVAL_S
 
 
 class Clock:
@@ -135,7 +135,8 @@ def test_concurrent_readiness_requests_share_one_check() -> None:
 def test_the_server_answers_each_endpoint_and_stops() -> None:
     health, metrics, port = Health(threading.Event()), WorkerMetrics(), free_port()
     base = f"http://127.0.0.1:{port}"
-    with health_endpoints("127.0.0.1", port, health, metrics.registry):
+    with health_endpoints("127.0.0.1", port, health, metrics.registry) as bound:
+        assert bound == port
         assert get(f"{base}/healthz")[::2] == (503, "starting: no loop iteration yet\n")
         assert get(f"{base}/readyz")[::2] == (503, "loading the model\n")
         health.beat()
@@ -153,7 +154,19 @@ def test_the_server_answers_each_endpoint_and_stops() -> None:
         urllib.request.urlopen(f"{base}/healthz", timeout=5)  # noqa: S310 - our own server
 
 
-def test_a_port_in_use_is_a_startup_error() -> None:
+def test_a_port_in_use_moves_the_server_to_the_next_free_one() -> None:
+    health = Health(threading.Event())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with health_endpoints("127.0.0.1", port, health, WorkerMetrics().registry) as bound:
+            assert port < bound < port + PORT_SEARCH
+            assert get(f"http://127.0.0.1:{bound}/healthz")[0] == 503  # ours: no loop yet
+
+
+def test_no_free_port_in_the_search_is_a_startup_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_health, "PORT_SEARCH", 1)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -162,12 +175,21 @@ def test_a_port_in_use_is_a_startup_error() -> None:
             "127.0.0.1", port, Health(threading.Event()), WorkerMetrics().registry
         )
         with (
-            pytest.raises(StartupError, match=f"cannot serve metrics on 127.0.0.1:{port}"),
+            pytest.raises(StartupError, match=f"ports {port} to {port} are all in use"),
             endpoints,
         ):
             pass
 
 
-def test_port_zero_serves_nothing() -> None:
-    with health_endpoints("127.0.0.1", 0, Health(threading.Event()), WorkerMetrics().registry):
+def test_an_address_not_of_this_host_is_a_startup_error() -> None:
+    endpoints = health_endpoints(
+        "192.0.2.1", free_port(), Health(threading.Event()), WorkerMetrics().registry
+    )  # TEST-NET-1: never a local address
+    with pytest.raises(StartupError, match=r"cannot serve metrics on 192\.0\.2\.1:"), endpoints:
         pass
+
+
+def test_port_zero_serves_nothing() -> None:
+    health, registry = Health(threading.Event()), WorkerMetrics().registry
+    with health_endpoints("127.0.0.1", 0, health, registry) as bound:
+        assert bound == 0
