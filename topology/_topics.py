@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from torchkafka.topology._errors import TopologyError
+from torchkafka.topology._errors import TopologyError, admin_answer
 from torchkafka.topology._limits import SizeLimits
 
 _DEFAULT_LIMITS = SizeLimits()
@@ -26,6 +26,11 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
 
+#: The worker's topics by role, as topic configs name them (``ROLE:KEY=VALUE``).
+ROLES = ("input", "output", "dead-letter")
+_SIZE = "max.message.bytes"
+
+
 def worker_topics(
     input_topic: str,
     output_topic: str,
@@ -33,18 +38,39 @@ def worker_topics(
     partitions: int = 1,
     replication_factor: int = 1,
     limits: SizeLimits = _DEFAULT_LIMITS,
+    *,
+    dead_letter_partitions: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[TopicSpec]:
     """A worker's input, output and dead-letter topics, their size limits set by ``limits``.
 
-    The dead-letter topic has one partition: dead letters are few, and read in order.
+    ``configs`` holds topic configs by role (``ROLES``). A declared
+    ``max.message.bytes`` may raise a topic's limit, never lower it below what
+    the worker sends or must read (``TopologyError``). The dead-letter topic
+    has one partition unless said otherwise: dead letters are few, and read in order.
     """
-    record = {"max.message.bytes": str(limits.input_record_bytes)}
-    published = {"max.message.bytes": str(limits.output_record_bytes)}
-    return [
-        TopicSpec(input_topic, partitions, replication_factor, record),
-        TopicSpec(output_topic, partitions, replication_factor, published),
-        TopicSpec(dead_letter_topic, 1, replication_factor, published),
-    ]
+    configs = configs or {}
+    unknown = sorted(set(configs) - set(ROLES))
+    if unknown:
+        raise TopologyError(f"unknown topic roles {unknown}; the roles are {', '.join(ROLES)}")
+    sizes = {
+        "input": limits.input_record_bytes,
+        "output": limits.output_record_bytes,
+        "dead-letter": limits.output_record_bytes,
+    }
+    names = {"input": input_topic, "output": output_topic, "dead-letter": dead_letter_topic}
+    counts = {"input": partitions, "output": partitions, "dead-letter": dead_letter_partitions}
+    specs = []
+    for role in ROLES:
+        config = {_SIZE: str(sizes[role]), **configs.get(role, {})}
+        declared = config[_SIZE]
+        if not declared.isdigit() or int(declared) < sizes[role]:
+            raise TopologyError(
+                f"{_SIZE} of the {role} topic {names[role]!r} must be at least {sizes[role]} "
+                f"(the worker's message limit, with room for keys and headers), got {declared!r}"
+            )
+        specs.append(TopicSpec(names[role], counts[role], replication_factor, config))
+    return specs
 
 
 def admin_client(bootstrap: str, extra: Mapping[str, str] | None = None) -> AdminClient:
@@ -77,13 +103,14 @@ def ensure_topics(
     )
     created = []
     for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise TopologyError(f"cannot create topic {name!r}: {exc.args[0].str()}") from exc
-        else:
-            created.append(name)
+        with admin_answer(f"cannot create topic {name!r}", timeout_s):
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            else:
+                created.append(name)
     _wait_until_listed(admin, [spec.name for spec in specs], timeout_s)
     return created
 
@@ -92,10 +119,8 @@ def _wait_until_listed(admin: AdminClient, names: list[str], timeout_s: float) -
     """Block until the broker's metadata lists ``names`` (it can lag the create call)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
+        with admin_answer("cannot list topics", timeout_s):
             listed = admin.list_topics(timeout=timeout_s).topics
-        except KafkaException as exc:
-            raise TopologyError(f"cannot list topics: {exc.args[0].str()}") from exc
         missing = set(names) - set(listed)
         if not missing:
             return
@@ -111,8 +136,9 @@ def delete_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 3
         return
     futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
     for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise TopologyError(f"cannot delete topic {name!r}: {exc.args[0].str()}") from exc
+        with admin_answer(f"cannot delete topic {name!r}", timeout_s):
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise

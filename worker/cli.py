@@ -27,6 +27,7 @@ SECTION_TITLES = {
     "dedup": "dedup (Redis)",
     "dead_letters": "dead letters",
     "operations": "operations",
+    "topics": "topics (`torchkafka topics`)",
 }
 #: The settings of each section (None: the job's own), by flat name.
 SECTION_SETTINGS = {
@@ -34,6 +35,10 @@ SECTION_SETTINGS = {
     for section in SECTION_TITLES
 }
 CONNECTION_SETTINGS = SECTION_SETTINGS["kafka"]
+TOPICS_SETTINGS = SECTION_SETTINGS["topics"]
+TOPIC_NAMES = ["input_topic", "output_topic", "dead_letter_topic"]
+#: What `run` takes: every setting but the topics' declaration (`torchkafka topics` reads it).
+RUN_SETTINGS = [name for name in SETTINGS if name not in TOPICS_SETTINGS]
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: list[str]) -> None:
@@ -123,21 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
         "drains in-flight work, commits and leaves the group. torch's CPU threads sleep "
         "between model calls (OMP_WAIT_POLICY=PASSIVE, unless the variable is set).",
     )
-    _add_settings(run, list(SETTINGS))
+    _add_settings(run, RUN_SETTINGS)
 
     topics = commands.add_parser(
         "topics",
-        help="create the input, output and dead-letter topics",
-        description="Create the topics a worker needs (those that exist are left as they are), "
-        "their max.message.bytes aligned with the worker's message limit (docs/worker.md).",
+        help="the input, output and dead-letter topics: plan, apply, create, describe, lag",
+        description="plan: what `apply` would change to make the topics match the "
+        "declaration (partitions, replication factor, topic configs: [topics] in the config "
+        "file, or these flags); apply: make those changes, with --yes (missing topics are "
+        "created, partitions added, configs set; nothing is deleted or shrunk); create: "
+        "create the missing topics only; describe: partitions, leaders, in-sync replicas and "
+        "the configs set on each topic; lag: the consumer group's committed and end offsets "
+        "and lag per partition of the input topic, and which member holds which. Takes the "
+        "same settings, file and environment variables as `run`; max.message.bytes follows "
+        "the worker's message limit.",
     )
-    topics.add_argument("action", choices=["create"])
-    _add_settings(topics, CONNECTION_SETTINGS)
-    topics.add_argument("--input-topic", required=True)
-    topics.add_argument("--output-topic", required=True)
-    topics.add_argument("--dead-letter-topic", required=True)
-    topics.add_argument("--partitions", type=positive, default=4, help="input/output partitions")
-    topics.add_argument("--replication-factor", type=positive, default=1)
+    topics.add_argument("action", choices=["plan", "apply", "create", "describe", "lag"])
+    topics.add_argument("--yes", action="store_true", help="apply: make the planned changes")
+    topics.add_argument(
+        "--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer"
+    )
+    _add_settings(topics, [*TOPIC_NAMES, "group_id", *CONNECTION_SETTINGS, *TOPICS_SETTINGS])
 
     model = commands.add_parser(
         "model",
@@ -309,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     idle_model_threads_sleep()  # before torch loads; worker processes inherit it
     try:
-        config = load_config(args.config, os.environ, _setting_flags(args, list(SETTINGS)))
+        config = load_config(args.config, os.environ, _setting_flags(args, RUN_SETTINGS))
     except StartupError as exc:
         parser.error(str(exc))
     if config.workers == 1:
@@ -360,25 +371,14 @@ def _dedup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from torchkafka.topology import TopologyError, admin_client, ensure_topics, worker_topics
+    from torchkafka.worker.tools import run_topics
 
-    connection = _connection(parser, args)
-    specs = worker_topics(
-        args.input_topic,
-        args.output_topic,
-        args.dead_letter_topic,
-        args.partitions,
-        args.replication_factor,
-    )
+    flags = _setting_flags(args, [*TOPIC_NAMES, "group_id", *CONNECTION_SETTINGS, *TOPICS_SETTINGS])
     try:
-        created = ensure_topics(admin_client(connection["bootstrap.servers"], connection), specs)
-    except TopologyError as exc:
-        print(f"torchkafka topics: {exc}", file=sys.stderr)
-        return 1
-    for spec in specs:
-        state = "created" if spec.name in created else "exists"
-        print(f"{spec.name}: {state}")
-    return 0
+        config = load_config(args.config, os.environ, {**flags, "model": "-"})
+    except StartupError as exc:
+        parser.error(str(exc))
+    return run_topics(args.action, config, yes=args.yes, timeout_s=args.timeout)
 
 
 def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

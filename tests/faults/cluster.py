@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from confluent_kafka.admin import AdminClient
 
 # The admin package re-exports these without __all__ listing them (mypy strict).
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
 from tests.integration.helpers import DEPLOY, run_cli
@@ -67,30 +67,23 @@ class FaultTopics:
 def create_topics(admin: AdminClient, prefix: str) -> FaultTopics:
     """Input and output (6 partitions) and dead-letter topics, RF 3 and min ISR 2.
 
-    Created with ``torchkafka topics create``; min ISR set through the admin
-    API and read back.
+    Made by ``torchkafka topics apply`` from the declaration, then read back.
     """
     topics = FaultTopics(f"{prefix}-in", f"{prefix}-out", f"{prefix}-dlq")
     done = run_cli(
-        "topics", "create", "--bootstrap", BOOTSTRAP,
+        "topics", "apply", "--yes", "--bootstrap", BOOTSTRAP,
         "--input-topic", topics.input, "--output-topic", topics.output,
         "--dead-letter-topic", topics.dead_letters,
         "--partitions", str(PARTITIONS), "--replication-factor", str(REPLICATION),
+        "--topic-config", f"min.insync.replicas={MIN_ISR}",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    set_min_isr(admin, topics.names)
+    check_topics(admin, topics.names)
     return topics
 
 
-def set_min_isr(admin: AdminClient, names: list[str]) -> None:
-    entry = ConfigEntry(
-        "min.insync.replicas", str(MIN_ISR), incremental_operation=AlterConfigOpType.SET
-    )
-    resources = [
-        ConfigResource(ResourceType.TOPIC, name, incremental_configs=[entry]) for name in names
-    ]
-    for future in admin.incremental_alter_configs(resources).values():
-        future.result(timeout=30)
+def check_topics(admin: AdminClient, names: list[str]) -> None:
+    """Every topic has ``MIN_ISR`` and ``REPLICATION`` replicas per partition."""
     described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
     for resource, future in described.items():
         isr = future.result(timeout=30)["min.insync.replicas"].value

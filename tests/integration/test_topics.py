@@ -107,3 +107,61 @@ def test_the_consumer_limits_read_a_zstd_request_at_the_limit_and_refuse_a_zstd_
     finally:
         consumer.close()
     assert read == [LIMITS.max_message_bytes, "_BAD_COMPRESSION"]
+
+
+def test_plan_apply_describe_and_lag_against_the_broker(
+    kafka_bootstrap: str, kafka_admin: AdminClient, names: dict[str, str]
+) -> None:
+    group = f"tk-test-topics-{uuid.uuid4().hex[:8]}"
+    common = (
+        "--input-topic", names["in"], "--output-topic", names["out"],
+        "--dead-letter-topic", names["dlq"], "--bootstrap", kafka_bootstrap, "--group-id", group,
+    )  # fmt: skip
+    declared = ("--partitions", "2", "--topic-config", "dead-letter:retention.ms=86400000")
+    plan = run_cli("topics", "plan", *common, *declared)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[0].startswith(f"create {names['in']}: partitions 2")
+    refused = run_cli("topics", "apply", *common, *declared)
+    assert refused.returncode == 1
+    assert refused.stdout.splitlines()[-1].startswith("nothing applied")
+    applied = run_cli("topics", "apply", *common, *declared, "--yes")
+    assert applied.returncode == 0, applied.stderr
+    assert run_cli("topics", "plan", *common, *declared).stdout == "nothing to change\n"
+
+    grown = ("--partitions", "3", "--topic-config", "dead-letter:retention.ms=3600000")
+    assert run_cli("topics", "apply", *common, *grown, "--yes").returncode == 0
+    described = run_cli("topics", "describe", *common).stdout
+    assert f"{names['in']}: 3 partitions, replication factor 1" in described
+    assert "  partition 2: leader 1, replicas [1], in sync [1]" in described
+    assert "max.message.bytes=16847872, retention.ms=3600000" in described
+    shrink = run_cli("topics", "plan", *common, "--partitions", "1", *grown[2:])
+    assert f"left as it is: {names['in']}: 3 partitions, 1 declared" in shrink.stdout
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for n in range(30):
+        producer.produce(names["in"], b"x", partition=n % 3)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(names["in"], 0, 4)], asynchronous=False)
+    consumer.close()
+    lag = run_cli("topics", "lag", *common)
+    assert lag.returncode == 0, lag.stderr
+    rows = [line.split() for line in lag.stdout.splitlines()[2:5]]
+    assert rows == [
+        ["0", "4", "10", "6", "-"],
+        ["1", "-", "10", "10", "-"],
+        ["2", "-", "10", "10", "-"],
+    ]
+    assert "total lag: 26" in lag.stdout
+
+
+def test_topics_says_plainly_when_no_broker_answers() -> None:
+    done = run_cli(
+        "topics", "describe", "--input-topic", "a", "--output-topic", "b",
+        "--dead-letter-topic", "c", "--bootstrap", "127.0.0.1:1", "--timeout", "2",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        "torchkafka topics describe: cannot describe topic 'a': no answer within 2 s "
+        "(no broker answered: check the bootstrap servers" in done.stderr
+    )

@@ -18,6 +18,7 @@ from torchkafka.worker._env import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.config._fields import not_negative, positive, secret, section, setting
 from torchkafka.worker.config._secret import Secret, mask_url
+from torchkafka.worker.config._topics import TopicsSettings
 
 RedisOutage = Literal["pause", "fail-open"]
 #: ``redis``: done-marks and claims in Redis; ``off``: no dedup, no Redis.
@@ -320,6 +321,7 @@ SECTIONS: dict[str, type[Any]] = {
     "dedup": DedupSettings,
     "dead_letters": DeadLetterSettings,
     "operations": OperationsSettings,
+    "topics": TopicsSettings,
 }
 
 
@@ -369,6 +371,7 @@ class WorkerConfig:
     dedup: DedupSettings = section(DedupSettings)
     dead_letters: DeadLetterSettings = section(DeadLetterSettings)
     operations: OperationsSettings = section(OperationsSettings)
+    topics: TopicsSettings = section(TopicsSettings)
 
     def __post_init__(self) -> None:
         positive(self, "workers", "transaction_ms")

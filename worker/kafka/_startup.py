@@ -57,7 +57,7 @@ def check_topics(config: WorkerConfig, deadline: float) -> int | None:
     if missing:
         raise StartupError(
             f"topics {missing} do not exist on {config.kafka.bootstrap}; create them first "
-            "(torchkafka topics create ...)"
+            "(torchkafka topics apply --yes, with the same settings)"
         )
     written = [config.output_topic, config.dead_letter_topic]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in written]

@@ -1,4 +1,4 @@
-"""Client-side commands (produce, consume, demo, bench): they talk to the worker through Kafka.
+"""Client-side commands (topics, produce, consume, demo, bench): they reach workers via Kafka.
 
 Nothing in the worker imports this package (a test checks it).
 """
@@ -13,6 +13,11 @@ from torchkafka.worker.tools._produce import (
     produce_requests,
     run_produce,
 )
+from torchkafka.worker.tools._topics import (
+    TopicsAction,
+    declared_topics,
+    run_topics,
+)
 
 __all__ = [
     "ConsumeSettings",
@@ -20,10 +25,13 @@ __all__ = [
     "ProduceSettings",
     "RequestFactory",
     "Sender",
+    "TopicsAction",
+    "declared_topics",
     "print_report",
     "produce_requests",
     "run_bench",
     "run_consume",
     "run_demo",
     "run_produce",
+    "run_topics",
 ]

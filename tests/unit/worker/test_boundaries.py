@@ -42,14 +42,14 @@ def test_a_refused_topic_creation_is_one_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def refused(*_args: object) -> list[str]:
-        raise TopologyError("cannot create topic 'in': Authorization failed")
+        raise TopologyError("cannot describe topic 'in': Authorization failed")
 
-    monkeypatch.setattr("torchkafka.topology.ensure_topics", refused)
+    monkeypatch.setattr("torchkafka.worker.tools._topics.describe_topics", refused)
     monkeypatch.setattr(cli, "configure_logging", lambda *_: None)
     argv = ["topics", "create", "--input-topic", "in", "--output-topic", "out"]
     assert cli.main([*argv, "--dead-letter-topic", "dlq"]) == 1
     assert capsys.readouterr().err == (
-        "torchkafka topics: cannot create topic 'in': Authorization failed\n"
+        "torchkafka topics create: cannot describe topic 'in': Authorization failed\n"
     )
 
 
