@@ -5,101 +5,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import MISSING
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
-from torchkafka.worker._argtypes import key_value, positive, positive_float, shape
+from torchkafka.worker._argtypes import positive, positive_float, shape
+from torchkafka.worker._cli_settings import (
+    CONNECTION_SETTINGS,
+    RUN_SETTINGS,
+    SECTION_SETTINGS,
+    TOPIC_NAMES,
+    TOPICS_SETTINGS,
+    add_settings,
+    connection_settings,
+    setting_flags,
+)
 from torchkafka.worker._env import idle_model_threads_sleep, kafka_bootstrap, redis_url
 from torchkafka.worker._errors import StartupError, WorkerError
-from torchkafka.worker.config import SETTINGS, Setting, load_config, load_connection
+from torchkafka.worker.config import load_config
 from torchkafka.worker.ops import configure_logging
-
-#: How each section's flags are titled in --help.
-SECTION_TITLES = {
-    None: "the job",
-    "kafka": "Kafka connection (every client: consumer, producer, admin)",
-    "model": "model",
-    "batching": "batching",
-    "dedup": "dedup (Redis)",
-    "dead_letters": "dead letters",
-    "operations": "operations",
-    "topics": "topics (`torchkafka topics`)",
-}
-#: The settings of each section (None: the job's own), by flat name.
-SECTION_SETTINGS = {
-    section: [s.name for s in SETTINGS.values() if s.section == section]
-    for section in SECTION_TITLES
-}
-CONNECTION_SETTINGS = SECTION_SETTINGS["kafka"]
-TOPICS_SETTINGS = SECTION_SETTINGS["topics"]
-TOPIC_NAMES = ["input_topic", "output_topic", "dead_letter_topic"]
-#: What `run` takes: every setting but the topics' declaration (`torchkafka topics` reads it).
-RUN_SETTINGS = [name for name in SETTINGS if name not in TOPICS_SETTINGS]
-
-
-def _add_settings(parser: argparse.ArgumentParser, names: list[str]) -> None:
-    """One flag per setting in ``names``, grouped by section, all defaulting to unset.
-
-    A secret gets no flag (flags show in ``ps``): only ``--NAME-file``.
-    """
-    parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="TOML file with any of the settings below"
-    )
-    groups: dict[str | None, Any] = {}
-    for name in names:
-        setting = SETTINGS[name]
-        if setting.section not in groups:
-            groups[setting.section] = parser.add_argument_group(SECTION_TITLES[setting.section])
-        group = groups[setting.section]
-        flag = "--" + name.replace("_", "-")
-        help_text = setting.help
-        if setting.field.default not in (MISSING, None, ()):
-            help_text += f" (default: {setting.field.default})"
-        if setting.is_secret:
-            group.add_argument(f"{flag}-file", dest=f"{name}_file", metavar="FILE", help=help_text)
-        elif setting.is_mapping:
-            group.add_argument(
-                f"{flag}-config",
-                dest=name,
-                type=key_value,
-                action="append",
-                metavar="KEY=VALUE",
-                help=f"{help_text}; repeatable",
-            )
-        elif setting.kind is bool:
-            group.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        else:
-            group.add_argument(flag, dest=name, metavar=_metavar(setting), help=help_text)
-
-
-def _metavar(setting: Setting) -> str:
-    return "N,N,..." if setting.is_integer_list else setting.name.split("_")[-1].upper()
-
-
-def _setting_flags(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
-    """The settings given as flags, by flat name (secrets by their ``_file`` key)."""
-    flags: dict[str, Any] = {}
-    for name in names:
-        setting = SETTINGS[name]
-        key = f"{name}_file" if setting.is_secret else name
-        value = getattr(args, key)
-        flags[key] = dict(value) if setting.is_mapping and value else value
-    return flags
-
-
-def _connection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
-    """The librdkafka settings of the connection the command's flags describe."""
-    try:
-        flags = _setting_flags(args, CONNECTION_SETTINGS)
-        return load_connection(args.config, os.environ, flags).librdkafka()
-    except StartupError as exc:
-        parser.error(str(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "drains in-flight work, commits and leaves the group. torch's CPU threads sleep "
         "between model calls (OMP_WAIT_POLICY=PASSIVE, unless the variable is set).",
     )
-    _add_settings(run, RUN_SETTINGS)
+    add_settings(run, RUN_SETTINGS)
 
     topics = commands.add_parser(
         "topics",
@@ -148,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument(
         "--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer"
     )
-    _add_settings(topics, [*TOPIC_NAMES, "group_id", *CONNECTION_SETTINGS, *TOPICS_SETTINGS])
+    add_settings(topics, [*TOPIC_NAMES, "group_id", *CONNECTION_SETTINGS, *TOPICS_SETTINGS])
 
     model = commands.add_parser(
         "model",
@@ -161,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("action", choices=["build"])
     model.add_argument("--output", type=Path, required=True, help="file to write")
-    _add_settings(model, SECTION_SETTINGS["model"])
+    add_settings(model, SECTION_SETTINGS["model"])
 
     dedup = commands.add_parser(
         "dedup",
@@ -173,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the same settings, file and environment variables as `run`.",
     )
     dedup.add_argument("action", choices=["accept-loss"])
-    _add_settings(dedup, ["output_topic", *SECTION_SETTINGS["dedup"]])
+    add_settings(dedup, ["output_topic", *SECTION_SETTINGS["dedup"]])
 
+    _add_dlq(commands)
     _add_produce(commands)
     _add_consume(commands)
     commands.add_parser(
@@ -208,6 +135,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_dlq(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = commands.add_parser(
+        "dlq",
+        help="dead letters: counts by reason and time, samples, and replay after a fix",
+        description="inspect: read the dead-letter topic (to its current end; nothing is "
+        "committed) and print the selected dead letters' counts by reason and by hour, and "
+        "samples decoded as far as they decode. replay: send the selected dead letters to the "
+        "input topic again, after a fix, with their original key, value and headers (the same "
+        "request id: an id answered meanwhile is not answered twice), at most --rate a second; "
+        "each one sent is written to --record as a JSON line. Takes the same settings, file "
+        "and environment variables as `run`.",
+    )
+    dlq.add_argument("action", choices=["inspect", "replay"])
+    dlq.add_argument("--reason", action="append", default=[], help="only this reason; repeatable")
+    dlq.add_argument("--id", action="append", default=[], help="only this request id; repeatable")
+    dlq.add_argument(
+        "--since", help="dead-lettered at or after: ISO-8601 (UTC if no zone), or 30m, 2h, 7d ago"
+    )
+    dlq.add_argument("--until", help="dead-lettered before: as --since")
+    dlq.add_argument("--samples", type=int, default=5, help="inspect: dead letters to show")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: list, send nothing")
+    dlq.add_argument("--rate", type=positive_float, help="replay: most records a second")
+    dlq.add_argument(
+        "--record",
+        type=Path,
+        help="replay: JSON-lines file of what was sent (appended; default "
+        "dlq-replay-TIME.jsonl in the current directory)",
+    )
+    add_settings(dlq, ["input_topic", "dead_letter_topic", *CONNECTION_SETTINGS])
+
+
 def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     produce = commands.add_parser(
         "produce",
@@ -219,7 +177,7 @@ def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "dropped. Prints a one-line summary; exits 1 if any delivery failed.",
     )
     produce.add_argument("--topic", required=True, help="input topic")
-    _add_settings(produce, CONNECTION_SETTINGS)
+    add_settings(produce, CONNECTION_SETTINGS)
     produce.add_argument(
         "--count", type=positive, default=1000, help="requests to send (default: %(default)s)"
     )
@@ -265,7 +223,7 @@ def _add_consume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "skipped. Exits 1 if fewer than --count results arrived.",
     )
     consume.add_argument("--topic", required=True, help="result topic")
-    _add_settings(consume, CONNECTION_SETTINGS)
+    add_settings(consume, CONNECTION_SETTINGS)
     consume.add_argument(
         "--group-id", help="consumer group (default: a new one; offsets are never committed)"
     )
@@ -304,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _model_build(parser, args)
     if args.command == "dedup":
         return _dedup(parser, args)
+    if args.command == "dlq":
+        return _dlq(parser, args)
     if args.command == "produce":
         return _produce(parser, args)
     if args.command == "consume":
@@ -320,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     idle_model_threads_sleep()  # before torch loads; worker processes inherit it
     try:
-        config = load_config(args.config, os.environ, _setting_flags(args, RUN_SETTINGS))
+        config = load_config(args.config, os.environ, setting_flags(args, RUN_SETTINGS))
     except StartupError as exc:
         parser.error(str(exc))
     if config.workers == 1:
@@ -333,7 +293,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    flags = _setting_flags(args, SECTION_SETTINGS["model"])
+    flags = setting_flags(args, SECTION_SETTINGS["model"])
     unused_topics = {"input_topic": "-", "output_topic": "-", "dead_letter_topic": "-"}
     try:
         config = load_config(args.config, os.environ, {**flags, **unused_topics})
@@ -351,7 +311,7 @@ def _model_build(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
 
 def _dedup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    flags = _setting_flags(args, ["output_topic", *SECTION_SETTINGS["dedup"]])
+    flags = setting_flags(args, ["output_topic", *SECTION_SETTINGS["dedup"]])
     unused = {"model": "-", "input_topic": "-", "dead_letter_topic": "-"}
     if flags["dedup_namespace"] is not None and flags["output_topic"] is None:
         unused["output_topic"] = "-"  # the namespace is all the command needs
@@ -373,7 +333,7 @@ def _dedup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from torchkafka.worker.tools import run_topics
 
-    flags = _setting_flags(args, [*TOPIC_NAMES, "group_id", *CONNECTION_SETTINGS, *TOPICS_SETTINGS])
+    flags = setting_flags(args, [*TOPIC_NAMES, "group_id", *CONNECTION_SETTINGS, *TOPICS_SETTINGS])
     try:
         config = load_config(args.config, os.environ, {**flags, "model": "-"})
     except StartupError as exc:
@@ -381,11 +341,37 @@ def _topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return run_topics(args.action, config, yes=args.yes, timeout_s=args.timeout)
 
 
+def _dlq(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from torchkafka.worker.tools import (
+        ReplayPlan,
+        Selection,
+        inspect_dead_letters,
+        parse_time_ms,
+        replay_dead_letters,
+    )
+
+    flags = setting_flags(args, ["input_topic", "dead_letter_topic", *CONNECTION_SETTINGS])
+    try:
+        config = load_config(args.config, os.environ, {**flags, "model": "-", "output_topic": "-"})
+        since = None if args.since is None else parse_time_ms(args.since)
+        until = None if args.until is None else parse_time_ms(args.until)
+    except (StartupError, ValueError) as exc:
+        parser.error(str(exc))
+    selection = Selection(frozenset(args.reason), frozenset(args.id), since, until)
+    connection = config.kafka.librdkafka()
+    if args.action == "inspect":
+        return inspect_dead_letters(connection, config.dead_letter_topic, selection, args.samples)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    record = None if args.dry_run else args.record or Path(f"dlq-replay-{stamp}.jsonl")
+    plan = ReplayPlan(config.dead_letter_topic, config.input_topic, args.rate, record)
+    return replay_dead_letters(connection, plan, selection)
+
+
 def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from torchkafka.worker.tools import ProduceSettings, run_produce
 
     settings = ProduceSettings(
-        connection=_connection(parser, args),
+        connection=connection_settings(parser, args),
         topic=args.topic,
         count=args.count,
         id_prefix=args.id_prefix or uuid.uuid4().hex[:8],
@@ -406,7 +392,7 @@ def _consume(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from torchkafka.worker.tools import ConsumeSettings, run_consume
 
     settings = ConsumeSettings(
-        connection=_connection(parser, args),
+        connection=connection_settings(parser, args),
         topic=args.topic,
         group_id=args.group_id or f"torchkafka-consume-{uuid.uuid4().hex[:8]}",
         from_beginning=args.from_beginning,

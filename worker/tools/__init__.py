@@ -1,4 +1,4 @@
-"""Client-side commands (topics, produce, consume, demo, bench): they reach workers via Kafka.
+"""Client-side commands (topics, dlq, produce, consume, demo, bench): they reach workers via Kafka.
 
 Nothing in the worker imports this package (a test checks it).
 """
@@ -6,6 +6,8 @@ Nothing in the worker imports this package (a test checks it).
 from torchkafka.worker.tools._bench import run_bench
 from torchkafka.worker.tools._consume import ConsumeSettings, run_consume
 from torchkafka.worker.tools._demo import DemoSettings, print_report, run_demo
+from torchkafka.worker.tools._dlq import ReplayPlan, inspect_dead_letters, replay_dead_letters
+from torchkafka.worker.tools._dlq_read import Selection, parse_time_ms
 from torchkafka.worker.tools._produce import (
     ProduceSettings,
     RequestFactory,
@@ -23,12 +25,17 @@ __all__ = [
     "ConsumeSettings",
     "DemoSettings",
     "ProduceSettings",
+    "ReplayPlan",
     "RequestFactory",
+    "Selection",
     "Sender",
     "TopicsAction",
     "declared_topics",
+    "inspect_dead_letters",
+    "parse_time_ms",
     "print_report",
     "produce_requests",
+    "replay_dead_letters",
     "run_bench",
     "run_consume",
     "run_demo",
