@@ -28,6 +28,7 @@ Installs with apt whatever is missing of:
   openssl       openssl (the local broker's TLS certificates)
   g++           g++ (torch.compile builds C++ kernels for the CPU)
   Python.h      python3-dev (those kernels include it; checked for \$PYTHON, default python3)
+  promtool      prometheus (promtool checks the alert rules; the suite scrapes a worker with it)
 
 Runs 'apt-get update' once, and only when something is missing. Uses sudo when
 not run as root. Prints nothing when everything is present.
@@ -53,6 +54,7 @@ missing_tools() {
   command -v openssl >/dev/null 2>&1 || printf 'openssl openssl\n'
   command -v g++ >/dev/null 2>&1 || printf 'g++ g++\n'
   has_python_headers || printf 'Python.h python3-dev\n'
+  command -v promtool >/dev/null 2>&1 || printf 'promtool prometheus\n'
 }
 
 # True when the Python that builds the venv has its C headers, or is not there.

@@ -1,0 +1,1 @@
+"""Checks of the deploy assets (compose, images, Kubernetes, Prometheus, Grafana), offline."""
