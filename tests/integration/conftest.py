@@ -20,6 +20,7 @@ from confluent_kafka.admin._scram import (
 )
 
 from tests.integration.helpers import PrivateRedis, RunningWorker, SecuredKafka, Topics
+from tests.integration.streams import PARTITIONS, SLOW_MODEL, TopicReader, WorkerProcess
 from torchkafka.worker import DEFAULT_KAFKA_BOOTSTRAP, WorkerConfig
 
 
@@ -92,3 +93,41 @@ def redis_acl_user(redis_client: redis.Redis) -> Iterator[tuple[str, str]]:
     )
     yield name, password
     redis_client.acl_deluser(name)
+
+
+@pytest.fixture
+def open_reader(kafka_bootstrap: str) -> Iterator[Callable[..., TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def open_(topic: str, partitions: int = PARTITIONS) -> TopicReader:
+        readers.append(TopicReader(kafka_bootstrap, topic, partitions))
+        return readers[-1]
+
+    yield open_
+    for reader in readers:
+        reader.close()
+
+
+@pytest.fixture
+def spawn_worker(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str, topics: Topics
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Starts ``torchkafka run`` processes on ``topics``; kills leftovers at teardown."""
+    started: list[WorkerProcess] = []
+
+    def spawn(group: str, *extra: str) -> WorkerProcess:
+        args = [
+            "--model", SLOW_MODEL, "--device", "cpu", "--group-id", group,
+            "--input-topic", topics.input, "--output-topic", topics.output,
+            "--dead-letter-topic", topics.dead_letters,
+            "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,
+            "--max-batch-size", "8", "--max-wait-ms", "5",
+            "--metrics-port", "0", "--dedup-ttl-s", "3600", *extra,
+        ]  # fmt: skip
+        started.append(WorkerProcess(tmp_path / f"worker-{len(started)}.log", args))
+        return started[-1]
+
+    yield spawn
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.kill()

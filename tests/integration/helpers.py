@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +27,18 @@ DEPLOY = Path(__file__).parents[2] / "deploy" / "local"
 
 
 class Topics:
-    """A worker's input (4 partitions), output (4) and dead-letter topics, new per test."""
+    """A worker's input, output (4 partitions each by default) and dead-letter topics, per test."""
 
-    def __init__(self, new_topic: Callable[..., str], **output_config: str) -> None:
-        self.input = new_topic(partitions=4)
-        self.output = new_topic(partitions=4, **output_config)
+    def __init__(
+        self,
+        new_topic: Callable[..., str],
+        partitions: int = 4,
+        output_config: Mapping[str, str] | None = None,
+    ) -> None:
+        """``output_config``: topic configs of the output topic."""
+        self.partitions = partitions
+        self.input = new_topic(partitions=partitions)
+        self.output = new_topic(partitions=partitions, **(output_config or {}))
         self.dead_letters = new_topic()
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.integration.helpers import request_value
 from tests.support.ports import get
@@ -31,6 +33,10 @@ ROOT = Path(__file__).parents[2]
 PARTITIONS = 4
 #: After the expected results are in, how long to keep reading for an extra one.
 SETTLE_S = 2.0
+#: A bound on a paced stream, which a test ends long before (at 100/s: 5 minutes).
+MAX_PACED = 30_000
+#: The model of the worker processes: the poison-free linear layer, 20 ms a batch.
+SLOW_MODEL = "python:tests.support.worker_models:slow_linear"
 
 
 def request(prefix: str, n: int) -> tuple[bytes, bytes]:
@@ -187,3 +193,51 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+
+
+def assert_no_id_answered_twice(
+    results: TopicReader, what: str = "ids got a second result"
+) -> None:
+    """Every id on the result topic at most once."""
+    twice = sorted(i for i, n in results.ids().items() if n > 1)
+    assert not twice, f"{len(twice)} {what}: {twice[:5]}"
+
+
+def assignments(admin: AdminClient, group: str, topic: str) -> list[set[int]]:
+    """The partitions of ``topic`` each member of ``group`` holds; [] if it is not stable."""
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    if description.state.name != "STABLE":
+        return []
+    return [
+        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == topic}
+        for member in description.members
+    ]
+
+
+class PacedProducer:
+    """Produces requests PREFIX-0, PREFIX-1, ... at ``rate`` per second, on a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: float) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self._topic, self._prefix, self._rate = topic, prefix, rate
+        self._finish = threading.Event()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while self.sent < MAX_PACED and not self._finish.is_set():
+            key, value = request(self._prefix, self.sent)
+            self._producer.produce(self._topic, key=key, value=value)
+            self._producer.poll(0)
+            self.sent += 1
+            self._finish.wait(max(0.0, started + self.sent / self._rate - time.monotonic()))
+
+    def finish(self) -> Counter[str]:
+        """Stop producing; the ids sent, each once."""
+        self._finish.set()
+        self._thread.join(10)
+        assert self._producer.flush(30) == 0
+        assert self.sent < MAX_PACED, "the stream ended before the test finished with it"
+        return Counter(f"{self._prefix}-{n}" for n in range(self.sent))

@@ -68,7 +68,7 @@ def test_an_aborted_transaction_is_invisible_and_its_records_run_again(
     """A result the broker refuses as too large fails its transaction: the abort hides
     the transaction's other results from read_committed readers, the records run
     again, and the refused one goes to the dead-letter topic at once."""
-    topics = Topics(new_topic, **{"max.message.bytes": "20000"})
+    topics = Topics(new_topic, output_config={"max.message.bytes": "20000"})
     meta = {"b": "x" * 30_000}
     big = encode_request(Request(id="big", inputs={"x": torch.zeros(4)}, meta=meta))
     rows = [(f"ok-{i}".encode(), request_value(f"ok-{i}", torch.ones(4))) for i in range(20)]

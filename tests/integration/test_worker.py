@@ -229,7 +229,7 @@ def test_a_result_over_the_output_topics_size_limit_dead_letters_its_input(
     start_worker: Callable[[WorkerConfig], RunningWorker],
 ) -> None:
     """A result echoes its request's meta: a large meta makes a result the topic refuses."""
-    topics = Topics(new_topic, **{"max.message.bytes": "1000"})
+    topics = Topics(new_topic, output_config={"max.message.bytes": "1000"})
     meta = {"blob": "x" * 3000}
     big = encode_request(Request(id="big", inputs={"x": torch.zeros(4)}, meta=meta))
     ok = request_value("ok", torch.ones(4))

@@ -13,12 +13,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import torch
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from structlog.testing import capture_logs
 
@@ -37,10 +36,13 @@ from tests.integration.streams import (
     PARTITIONS,
     ROOT,
     SETTLE_S,
+    SLOW_MODEL,
+    PacedProducer,
     TopicReader,
     WorkerProcess,
+    assert_no_id_answered_twice,
+    assignments,
     readiness,
-    request,
     requests,
     wait_until,
 )
@@ -48,12 +50,9 @@ from torchkafka.codecs import decode_result
 from torchkafka.worker import app
 
 DEPLOY = ROOT / "deploy" / "local"
-SLOW_MODEL = "python:tests.support.worker_models:slow_linear"
 VERY_SLOW_MODEL = "python:tests.support.worker_models:very_slow_linear"
 #: How long Redis stays away: longer than the worker's retries of one call.
 OUTAGE_S = 4.0
-#: A bound on a paced stream, which the test ends long before (at 100/s: 5 minutes).
-MAX_PACED = 30_000
 
 
 def wait_for_commits_at_end(
@@ -66,27 +65,6 @@ def wait_for_commits_at_end(
         "the commits to reach the end of the input",
         details,
     )
-
-
-def assert_no_id_answered_twice(
-    results: TopicReader, what: str = "ids got a second result"
-) -> None:
-    """Every id on the result topic at most once."""
-    twice = sorted(i for i, n in results.ids().items() if n > 1)
-    assert not twice, f"{len(twice)} {what}: {twice[:5]}"
-
-
-@pytest.fixture
-def open_reader(kafka_bootstrap: str) -> Iterator[Callable[..., TopicReader]]:
-    readers: list[TopicReader] = []
-
-    def open_(topic: str, partitions: int = PARTITIONS) -> TopicReader:
-        readers.append(TopicReader(kafka_bootstrap, topic, partitions))
-        return readers[-1]
-
-    yield open_
-    for reader in readers:
-        reader.close()
 
 
 def assert_no_dead_letters(reader: TopicReader) -> None:
@@ -306,31 +284,6 @@ def test_an_idle_worker_is_not_ready_while_redis_is_away(
 # --- worker processes -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def spawn_worker(
-    tmp_path: Path, kafka_bootstrap: str, redis_url: str, topics: Topics
-) -> Iterator[Callable[..., WorkerProcess]]:
-    """Starts ``torchkafka run`` processes on ``topics``; kills leftovers at teardown."""
-    started: list[WorkerProcess] = []
-
-    def spawn(group: str, *extra: str) -> WorkerProcess:
-        args = [
-            "--model", SLOW_MODEL, "--device", "cpu", "--group-id", group,
-            "--input-topic", topics.input, "--output-topic", topics.output,
-            "--dead-letter-topic", topics.dead_letters,
-            "--bootstrap", kafka_bootstrap, "--redis-url", redis_url,
-            "--max-batch-size", "8", "--max-wait-ms", "5",
-            "--metrics-port", "0", "--dedup-ttl-s", "3600", *extra,
-        ]  # fmt: skip
-        started.append(WorkerProcess(tmp_path / f"worker-{len(started)}.log", args))
-        return started[-1]
-
-    yield spawn
-    for worker in started:
-        if worker.process.poll() is None:
-            worker.kill()
-
-
 def test_sigterm_mid_stream_loses_nothing_and_a_restarted_worker_finishes(
     kafka_bootstrap: str,
     topics: Topics,
@@ -362,17 +315,6 @@ def test_sigterm_mid_stream_loses_nothing_and_a_restarted_worker_finishes(
 
     assert results.ids() == Counter(key.decode() for key, _ in stream)
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
-
-
-def assignments(admin: AdminClient, group: str, topic: str) -> list[set[int]]:
-    """The partitions of ``topic`` each member of ``group`` holds; [] if it is not stable."""
-    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    if description.state.name != "STABLE":
-        return []
-    return [
-        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == topic}
-        for member in description.members
-    ]
 
 
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
@@ -412,35 +354,6 @@ def test_two_workers_of_one_group_answer_every_id_once_and_stop_cleanly(
     # The supervisor exits 0 only if every worker did; each one also drained and stopped.
     assert {event["worker"] for event in supervisor.events("stopped")} == workers
     assert_no_dead_letters(open_reader(topics.dead_letters, 1))
-
-
-class PacedProducer:
-    """Produces requests PREFIX-0, PREFIX-1, ... at ``rate`` per second, on a thread."""
-
-    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: float) -> None:
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-        self._topic, self._prefix, self._rate = topic, prefix, rate
-        self._finish = threading.Event()
-        self.sent = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        while self.sent < MAX_PACED and not self._finish.is_set():
-            key, value = request(self._prefix, self.sent)
-            self._producer.produce(self._topic, key=key, value=value)
-            self._producer.poll(0)
-            self.sent += 1
-            self._finish.wait(max(0.0, started + self.sent / self._rate - time.monotonic()))
-
-    def finish(self) -> Counter[str]:
-        """Stop producing; the ids sent, each once."""
-        self._finish.set()
-        self._thread.join(10)
-        assert self._producer.flush(30) == 0
-        assert self.sent < MAX_PACED, "the stream ended before the test finished with it"
-        return Counter(f"{self._prefix}-{n}" for n in range(self.sent))
 
 
 def test_a_worker_joining_and_one_leaving_mid_stream_lose_and_repeat_nothing(
