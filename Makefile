@@ -56,7 +56,7 @@ lint: install ## ruff and mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(PACKAGES)
-	$(BIN)/mypy tests bench
+	$(BIN)/mypy tests bench deploy/grafana/dashboard.py
 
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
