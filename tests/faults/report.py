@@ -128,19 +128,29 @@ def _explain_duplicates(
     resent: frozenset[str],
     kill_window_s: float,
 ) -> list[str]:
-    """Attribute each id's second result to a kill or a re-send; the ones that fit neither."""
+    """Attribute each id's extra results to kills or a re-send; the ones that fit neither.
+
+    A result followed within the window by its worker's kill explains the
+    next copy (its done-mark was lost with the worker); when the next owner
+    is killed the same way, a third copy follows, and so on: every result but
+    the last must be so explained. A re-sent id may have a second result.
+    """
     by_worker = {kill.worker: kill for kill in kills}
     unexplained = []
+    window_ms = int(kill_window_s * 1000)
     for id_, copies in answers.items():
-        if len(copies) == 1:
+        if len(copies) == 1 or (len(copies) == 2 and id_ in resent):
             continue
-        first = min(copies, key=lambda a: a.timestamp_ms)
-        kill = by_worker.get(first.worker)
-        if len(copies) == 2 and id_ in resent:
-            continue
-        if kill and len(copies) == 2 and _before(first, kill, int(kill_window_s * 1000)):
-            kill.duplicates += 1
-            kill.largest_gap_ms = max(kill.largest_gap_ms, kill.at_ms - first.timestamp_ms)
+        earlier = sorted(copies, key=lambda a: a.timestamp_ms)[:-1]
+        killed = [
+            (answer, kill)
+            for answer in earlier
+            if (kill := by_worker.get(answer.worker)) and _before(answer, kill, window_ms)
+        ]
+        if len(killed) == len(earlier):
+            for answer, kill in killed:
+                kill.duplicates += 1
+                kill.largest_gap_ms = max(kill.largest_gap_ms, kill.at_ms - answer.timestamp_ms)
             continue
         described = [(a.worker, a.timestamp_ms) for a in copies]
         unexplained.append(f"{id_}: {len(copies)} results {described}, no kill or re-send explains")

@@ -1,0 +1,1 @@
+"""Unit tests of the fault suite's own evaluation."""
