@@ -62,7 +62,7 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, exactly-once cost, worker vs hand-written loops, backends, image decoding
+bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, exactly-once cost, worker vs hand-written loops, backends, image decoding, 1-3 worker processes
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/dedup_bench.py
 	$(BIN)/python bench/worker_bench.py
@@ -70,6 +70,7 @@ bench: install up ## codec vs memcpy, dedup cost, worker vs bare model, exactly-
 	$(BIN)/torchkafka bench
 	$(BIN)/python bench/backend_bench.py
 	$(BIN)/python bench/image_decode_bench.py
+	$(BIN)/python bench/scaling_bench.py
 
 clean: down ## stop services and remove the virtual environment and run state
 	rm -rf $(VENV) .run .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -86,6 +86,7 @@ class CountingPublisher(Publisher):
         error: str,
         request_id: str | None = None,
         attempts: int = 1,
+        topic: str | None = None,
     ) -> None:
         self._one()
 

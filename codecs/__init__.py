@@ -8,6 +8,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from torchkafka.codecs._dead_letter import (
+    ATTEMPTS_HEADER,
     HEADER_PREFIX,
     MAX_ERROR_BYTES,
     DeadLetterInfo,
@@ -79,6 +80,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ATTEMPTS_HEADER",
     "DEFAULT_LIMITS",
     "DTYPES",
     "HEADER_PREFIX",

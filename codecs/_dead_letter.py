@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 HEADER_PREFIX = "torchkafka."
+#: The attempts header: on a dead letter, the runs that failed; on an input record a retry
+#: relay re-sent, the runs that failed before it (the worker's retry tiers read it).
+ATTEMPTS_HEADER = HEADER_PREFIX + "attempts"
 #: The longest ``torchkafka.error`` value, in UTF-8 bytes. An error may quote input (a
 #: field name, a version string), so a longer one keeps its start and end around " … ".
 MAX_ERROR_BYTES = 2048

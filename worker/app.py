@@ -62,6 +62,7 @@ from torchkafka.worker.pipeline import (
     MicroBatcher,
     NoDedup,
     Outbox,
+    RetryTiers,
     Settlement,
     StagingPool,
     decode_threads,
@@ -169,10 +170,11 @@ def _run(
         )
         batching = config.batching
         sizer = batch_sizer(batching, model)
+        retry_topics = [name for name, _ in config.retry_topics]
         inference = InferenceWorker(
             runtime,
             StagingPool(pin_memory=device.type == "cuda"),
-            guarded,
+            RetryTiers(guarded, retry_topics) if retry_topics else guarded,
             me,
             batching.inference_queue_batches,
             metrics,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from torchkafka.worker._cli_settings import (
     connection_settings,
     setting_flags,
 )
+from torchkafka.worker._cli_tools import add_consume, add_dlq, add_produce, add_retries
 from torchkafka.worker._env import idle_model_threads_sleep, kafka_bootstrap, redis_url
 from torchkafka.worker._errors import StartupError, WorkerError
 from torchkafka.worker.config import load_config
@@ -101,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("action", choices=["accept-loss"])
     add_settings(dedup, ["output_topic", *SECTION_SETTINGS["dedup"]])
 
-    _add_dlq(commands)
-    _add_produce(commands)
-    _add_consume(commands)
+    add_dlq(commands)
+    add_retries(commands)
+    add_produce(commands)
+    add_consume(commands)
     commands.add_parser(
         "bench",
         add_help=False,  # --help goes to the benchmark
@@ -135,120 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_dlq(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = commands.add_parser(
-        "dlq",
-        help="dead letters: counts by reason and time, samples, and replay after a fix",
-        description="inspect: read the dead-letter topic (to its current end; nothing is "
-        "committed) and print the selected dead letters' counts by reason and by hour, and "
-        "samples decoded as far as they decode. replay: send the selected dead letters to the "
-        "input topic again, after a fix, with their original key, value and headers (the same "
-        "request id: an id answered meanwhile is not answered twice), at most --rate a second; "
-        "each one sent is written to --record as a JSON line. Takes the same settings, file "
-        "and environment variables as `run`.",
-    )
-    dlq.add_argument("action", choices=["inspect", "replay"])
-    dlq.add_argument("--reason", action="append", default=[], help="only this reason; repeatable")
-    dlq.add_argument("--id", action="append", default=[], help="only this request id; repeatable")
-    dlq.add_argument(
-        "--since", help="dead-lettered at or after: ISO-8601 (UTC if no zone), or 30m, 2h, 7d ago"
-    )
-    dlq.add_argument("--until", help="dead-lettered before: as --since")
-    dlq.add_argument("--samples", type=int, default=5, help="inspect: dead letters to show")
-    dlq.add_argument("--dry-run", action="store_true", help="replay: list, send nothing")
-    dlq.add_argument("--rate", type=positive_float, help="replay: most records a second")
-    dlq.add_argument(
-        "--record",
-        type=Path,
-        help="replay: JSON-lines file of what was sent (appended; default "
-        "dlq-replay-TIME.jsonl in the current directory)",
-    )
-    add_settings(dlq, ["input_topic", "dead_letter_topic", *CONNECTION_SETTINGS])
-
-
-def _add_produce(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    produce = commands.add_parser(
-        "produce",
-        help="send synthetic tensors or a folder of images as requests",
-        description="Send --count requests to --topic: one random tensor (--shape, --dtype) "
-        "in every request, or the JPEG/PNG files of --images DIR, cycled. Ids are "
-        "PREFIX-0, PREFIX-1, ... (the key is the id); meta carries sent_ms, which "
-        "`consume` turns into end-to-end latency. A full local queue is waited out, never "
-        "dropped. Prints a one-line summary; exits 1 if any delivery failed.",
-    )
-    produce.add_argument("--topic", required=True, help="input topic")
-    add_settings(produce, CONNECTION_SETTINGS)
-    produce.add_argument(
-        "--count", type=positive, default=1000, help="requests to send (default: %(default)s)"
-    )
-    source = produce.add_mutually_exclusive_group()
-    source.add_argument(
-        "--shape",
-        type=shape,
-        default="3,224,224",
-        help="synthetic tensor shape (default: %(default)s)",
-    )
-    source.add_argument(
-        "--images", type=Path, metavar="DIR", help="send the .jpg/.jpeg/.png files in DIR"
-    )
-    produce.add_argument(
-        "--dtype",
-        default="uint8",
-        help="synthetic tensor dtype, a wire dtype such as float32 (default: %(default)s)",
-    )
-    produce.add_argument(
-        "--rate", type=positive_float, help="messages per second (default: as fast as possible)"
-    )
-    produce.add_argument("--id-prefix", help="request ids are PREFIX-N (default: a random run id)")
-    produce.add_argument(
-        "--deadline-ms",
-        type=positive,
-        help="give each request a deadline this many ms after it is sent (default: none)",
-    )
-    produce.add_argument(
-        "--input-name", default="x", help="name of the request's input (default: %(default)s)"
-    )
-
-
-def _add_consume(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    consume = commands.add_parser(
-        "consume",
-        help="read and print results, then throughput and latency",
-        description="Read results from --topic and print each as a table row or a JSON "
-        "line (id, outputs: top-k indices and probabilities or output shapes, model, "
-        "timings). Stop after --count results, after --timeout seconds without a new "
-        "message, or on Ctrl-C, then print a summary: count, throughput, percentiles of "
-        "the worker's total_ms and, for requests sent by `produce`, end-to-end latency "
-        "(on stderr with --format json). Messages that are not results are counted and "
-        "skipped. Exits 1 if fewer than --count results arrived.",
-    )
-    consume.add_argument("--topic", required=True, help="result topic")
-    add_settings(consume, CONNECTION_SETTINGS)
-    consume.add_argument(
-        "--group-id", help="consumer group (default: a new one; offsets are never committed)"
-    )
-    consume.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="read what is already in the topic (default: only results that arrive now)",
-    )
-    consume.add_argument(
-        "--format",
-        choices=["table", "json"],
-        default="table",
-        help="one table row or one JSON line per result (default: %(default)s)",
-    )
-    consume.add_argument(
-        "--count", type=positive, help="stop after this many results (default: no limit)"
-    )
-    consume.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=10.0,
-        help="stop after this many seconds without a new message (default: %(default)s)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``torchkafka`` console script."""
     parser = build_parser()
@@ -264,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dedup(parser, args)
     if args.command == "dlq":
         return _dlq(parser, args)
+    if args.command == "retries":
+        return _retries(parser, args)
     if args.command == "produce":
         return _produce(parser, args)
     if args.command == "consume":
@@ -365,6 +257,23 @@ def _dlq(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     record = None if args.dry_run else args.record or Path(f"dlq-replay-{stamp}.jsonl")
     plan = ReplayPlan(config.dead_letter_topic, config.input_topic, args.rate, record)
     return replay_dead_letters(connection, plan, selection)
+
+
+def _retries(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from torchkafka.worker.tools import run_retries
+
+    flags = setting_flags(args, ["input_topic", "group_id", "retry_delays_s", *CONNECTION_SETTINGS])
+    unused = {"model": "-", "output_topic": "-", "dead_letter_topic": "-"}
+    try:
+        config = load_config(args.config, os.environ, {**flags, **unused})
+    except StartupError as exc:
+        parser.error(str(exc))
+    if not config.retry_topics:
+        parser.error("no retry tiers: set retry_delays_s (e.g. --retry-delays-s 10,60,600)")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return run_retries(config, stop)
 
 
 def _produce(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ class MemoryOutbox:
         error: str,
         request_id: str | None = None,
         attempts: int = 1,
+        topic: str | None = None,
     ) -> None:
         self.dead_letters[request_id] = (reason, error)
         self.reasons.append(reason)

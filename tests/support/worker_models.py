@@ -86,3 +86,29 @@ class ChannelMeans(nn.Module):
 
 def channel_means() -> nn.Module:
     return ChannelMeans()
+
+
+#: A row whose first value is FLAKY fails for FLAKY_S seconds after the model first saw it
+#: (its second value tells rows apart): a transient error, which a retry tier outlasts.
+FLAKY = 777.0
+FLAKY_S = 1.5
+
+
+class FlakyLinear(PoisonSensitiveLinear):
+    """The same linear layer: POISON rows always fail, FLAKY rows fail for a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first_seen: dict[float, float] = {}
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        now = time.monotonic()
+        for row in batch[batch[:, 0] == FLAKY]:
+            first = self._first_seen.setdefault(float(row[1]), now)
+            if now - first < FLAKY_S:
+                raise RuntimeError("transient failure")
+        return super().forward(batch)
+
+
+def flaky_linear() -> nn.Module:
+    return FlakyLinear()

@@ -3,6 +3,7 @@
 Cheap to import (no torch, no Kafka client): the CLI and the model layer use it.
 """
 
+from torchkafka.worker.config._dead_letters import DeadLetterSettings
 from torchkafka.worker.config._loading import (
     SECRET_FILES,
     SETTINGS,
@@ -15,7 +16,6 @@ from torchkafka.worker.config._secret import Secret, mask_url
 from torchkafka.worker.config._sections import (
     Backend,
     BatchingSettings,
-    DeadLetterSettings,
     DedupSettings,
     KafkaConnection,
     ModelSettings,

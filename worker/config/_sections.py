@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from torchkafka.worker._env import DEFAULT_KAFKA_BOOTSTRAP, DEFAULT_REDIS_URL
 from torchkafka.worker._errors import StartupError
+from torchkafka.worker.config._dead_letters import DeadLetterSettings
 from torchkafka.worker.config._fields import not_negative, positive, secret, section, setting
 from torchkafka.worker.config._secret import Secret, mask_url
 from torchkafka.worker.config._topics import TopicsSettings
@@ -260,29 +261,6 @@ class DedupSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetterSettings:
-    """When dead letters stop the worker instead of draining a stream after a bad deploy,
-    and when a record that kills the worker is dead-lettered instead of run again."""
-
-    dead_letter_max_ratio: float = setting("stop when more of the window is dead-lettered", 0.5)
-    dead_letter_window: int = setting("messages the ratio is measured over", 1000)
-    dead_letter_max_consecutive: int = setting("stop after this many dead letters in a row", 100)
-    quarantine_after_crashes: int = setting(
-        "dead-letter a record (quarantined) once this many worker processes died while "
-        "running it, instead of running it again; 0 turns the crash-loop guard off",
-        3,
-    )
-
-    def __post_init__(self) -> None:
-        positive(self, "dead_letter_window", "dead_letter_max_consecutive")
-        not_negative(self, "quarantine_after_crashes")
-        if not 0 < self.dead_letter_max_ratio <= 1:
-            raise StartupError(
-                f"dead_letter_max_ratio must be in (0, 1], got {self.dead_letter_max_ratio}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
 class OperationsSettings:
     """Probes, metrics and how long stopping may take."""
 
@@ -388,6 +366,12 @@ class WorkerConfig:
                 "(UNRELEASED_INSTANCE_ID) until the broker's session timeout ends; use static "
                 "membership with the classic protocol"
             )
+
+    @property
+    def retry_topics(self) -> tuple[tuple[str, int], ...]:
+        """The retry tiers' topics, in order, with their delays in seconds."""
+        delays = self.dead_letters.retry_delays_s
+        return tuple((f"{self.input_topic}.retry.{n}", s) for n, s in enumerate(delays, 1))
 
     @property
     def dedup_namespace(self) -> str:

@@ -129,14 +129,20 @@ class KafkaPublisher:
         error: str,
         request_id: str | None = None,
         attempts: int = 1,
+        topic: str | None = None,
     ) -> None:
-        """Publish ``record`` unchanged to the dead-letter topic, with why and where.
+        """Publish ``record`` unchanged to the dead-letter topic (or ``topic``: a retry
+        tier's), with why and where.
 
         A dead letter over a size limit goes again without the input's value,
         then, if still over, without its key and headers as well; the error
         says what was left out.
         """
-        self._metrics.dead_lettered(reason)
+        to = topic or self._dead_letter_topic
+        if topic is None:
+            self._metrics.dead_lettered(reason)
+        else:
+            self._metrics.retry(RetryKind.RETRY_TIER)
 
         def send(
             key: bytes | None,
@@ -156,7 +162,7 @@ class KafkaPublisher:
                 time_ms=int(time.time() * 1000),
             )
             headers = dead_letter_headers(original, info)
-            self._produce(record, request_id, value, headers, on_too_large, key)
+            self._produce(to, record, request_id, value, headers, on_too_large, key)
 
         value = f"the value, {len(record.value)} bytes"
 
@@ -198,6 +204,7 @@ class KafkaPublisher:
 
     def _produce(
         self,
+        topic: str,
         record: Record,
         request_id: str | None,
         value: bytes | None,
@@ -205,7 +212,8 @@ class KafkaPublisher:
         too_large: TooLarge | None,
         key: bytes | None,
     ) -> None:
-        """Produce a dead letter, waiting out a full queue; ``too_large`` handles a size refusal.
+        """Produce a dead letter to ``topic``, waiting out a full queue; ``too_large`` handles a
+        size refusal.
 
         librdkafka refuses an oversized message at once (the producer's limit)
         or in its delivery report (the topic's); either way ``too_large`` runs
@@ -214,7 +222,6 @@ class KafkaPublisher:
         the transaction).
         """
         completed = self._completed
-        topic = self._dead_letter_topic
         published_s = time.monotonic()
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:

@@ -53,13 +53,14 @@ def check_topics(config: WorkerConfig, deadline: float) -> int | None:
     report = ClientReport()
     admin = make_admin(config.kafka, report)
     wanted = {config.input_topic, config.output_topic, config.dead_letter_topic}
+    wanted |= {name for name, _ in config.retry_topics}
     missing = sorted(wanted - _kafka_topics(config, admin, report, deadline))
     if missing:
         raise StartupError(
             f"topics {missing} do not exist on {config.kafka.bootstrap}; create them first "
             "(torchkafka topics apply --yes, with the same settings)"
         )
-    written = [config.output_topic, config.dead_letter_topic]
+    written = sorted(wanted - {config.input_topic})  # the output, dead-letter and retry topics
     resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in written]
     try:
         described = admin.describe_configs(resources, request_timeout=FIRST_ASK_S * 10)

@@ -90,10 +90,13 @@ class TransactionalOutbox:
         error: str,
         request_id: str | None = None,
         attempts: int = 1,
+        topic: str | None = None,
     ) -> None:
-        """Publish ``record``'s dead letter in the open transaction (dropped while rewinding)."""
+        """Publish ``record``'s dead letter (or retry) in the open transaction (dropped while
+        rewinding)."""
         self._publish(
-            lambda: self._publisher.dead_letter(record, reason, error, request_id, attempts), 1
+            lambda: self._publisher.dead_letter(record, reason, error, request_id, attempts, topic),
+            1,
         )
 
     def _publish(self, produce: Callable[[], None], count: int) -> None:

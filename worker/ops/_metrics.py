@@ -36,6 +36,7 @@ class RetryKind(StrEnum):
     PARKED = "parked"  # a record re-checked at the dedup gate
     BATCH_SPLIT = "batch_split"  # a failing batch, re-run in halves
     PRODUCE_QUEUE_FULL = "produce_queue_full"  # a produce, after the local queue was full
+    RETRY_TIER = "retry_tier"  # a record whose model call failed, sent to a retry tier's topic
 
 
 class WorkerMetrics:

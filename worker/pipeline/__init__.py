@@ -2,8 +2,8 @@
 
 admission (decode, dedup gate) -> batcher -> inference thread -> ``Publisher``;
 what the broker acknowledged is settled (done-marks, then commit offsets).
-Dedup and its retries live here too; so do image decoding, the dead-letter guard and the
-crash-loop guard.
+Dedup and its retries live here too; so do image decoding, the dead-letter guard, the
+crash-loop guard and the retry tiers.
 """
 
 from torchkafka.worker.pipeline._admission import Admission, Gate
@@ -37,6 +37,7 @@ from torchkafka.worker.pipeline._offsets import OffsetTracker
 from torchkafka.worker.pipeline._parking import Parking
 from torchkafka.worker.pipeline._records import Admitted, Place, Record, TopicPartitionKey
 from torchkafka.worker.pipeline._retry import RetrySettings
+from torchkafka.worker.pipeline._retry_tiers import RetryTiers, attempts_before
 from torchkafka.worker.pipeline._settlement import Settlement
 
 __all__ = [
@@ -73,10 +74,12 @@ __all__ = [
     "Record",
     "ResultMessage",
     "RetrySettings",
+    "RetryTiers",
     "RunLog",
     "Settlement",
     "StagingPool",
     "TopicPartitionKey",
+    "attempts_before",
     "batch_tensor",
     "decode_threads",
     "intake_limit",

@@ -84,7 +84,8 @@ class GuardedPublisher:
         error: str,
         request_id: str | None = None,
         attempts: int = 1,
+        topic: str | None = None,
     ) -> None:
-        """Count a dead letter (raising past a limit, unpublished), then publish it."""
+        """Count a dead letter or a retry (raising past a limit, unpublished), then publish it."""
         self._guard.record(dead_lettered=True)
-        self._publisher.dead_letter(record, reason, error, request_id, attempts)
+        self._publisher.dead_letter(record, reason, error, request_id, attempts, topic)

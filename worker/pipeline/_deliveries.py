@@ -58,8 +58,12 @@ class Publisher(Protocol):
         error: str,
         request_id: str | None = None,
         attempts: int = 1,
+        topic: str | None = None,
     ) -> None:
-        """Publish ``record`` unchanged to the dead-letter topic, with why and where."""
+        """Publish ``record`` unchanged to the dead-letter topic, with why and where.
+
+        ``topic``: to that topic instead (a retry tier's), the same way.
+        """
         ...
 
 

@@ -1,4 +1,4 @@
-"""Client-side commands (topics, dlq, produce, consume, demo, bench): they reach workers via Kafka.
+"""Client-side commands (topics, dlq, retries, produce, consume, demo, bench): Kafka only.
 
 Nothing in the worker imports this package (a test checks it).
 """
@@ -15,6 +15,7 @@ from torchkafka.worker.tools._produce import (
     produce_requests,
     run_produce,
 )
+from torchkafka.worker.tools._retry_relay import RetryRelay, run_retries
 from torchkafka.worker.tools._topics import (
     TopicsAction,
     declared_topics,
@@ -27,6 +28,7 @@ __all__ = [
     "ProduceSettings",
     "ReplayPlan",
     "RequestFactory",
+    "RetryRelay",
     "Selection",
     "Sender",
     "TopicsAction",
@@ -40,5 +42,6 @@ __all__ = [
     "run_consume",
     "run_demo",
     "run_produce",
+    "run_retries",
     "run_topics",
 ]

@@ -9,6 +9,7 @@ topic and who holds which partition.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Literal, TextIO
 
 from torchkafka.topology import (
@@ -31,9 +32,10 @@ TopicsAction = Literal["plan", "apply", "create", "describe", "lag"]
 
 
 def declared_topics(config: WorkerConfig) -> list[TopicSpec]:
-    """The input, output and dead-letter topics as ``config`` declares them."""
+    """The input, output and dead-letter topics as ``config`` declares them, then the retry
+    tiers' topics (as many partitions as the input, configured as the dead-letter topic)."""
     topics = config.topics
-    return worker_topics(
+    specs = worker_topics(
         config.input_topic,
         config.output_topic,
         config.dead_letter_topic,
@@ -42,6 +44,12 @@ def declared_topics(config: WorkerConfig) -> list[TopicSpec]:
         dead_letter_partitions=topics.dead_letter_partitions,
         configs=topics.configs(),
     )
+    dead_letters = specs[2]
+    retries = [
+        replace(dead_letters, name=name, partitions=topics.partitions)
+        for name, _ in config.retry_topics
+    ]
+    return [*specs, *retries]
 
 
 def run_topics(

@@ -101,3 +101,25 @@ def test_plan_only_prints(
     assert cli.main(["topics", "plan", *TOPICS, "--topic-config", "retention.ms=9"]) == 0
     assert cluster.applied == []
     assert "retention.ms=9" in capsys.readouterr().out
+
+
+def test_retry_tiers_add_their_topics_configured_as_the_dead_letter_topic() -> None:
+    config = build_config(
+        {
+            "model": "-", "input_topic": "in", "output_topic": "out", "dead_letter_topic": "dlq",
+            "partitions": 6, "retry_delays_s": "5,60",
+        }
+    )  # fmt: skip
+    assert config.retry_topics == (("in.retry.1", 5), ("in.retry.2", 60))
+    specs = declared_topics(config)
+    assert [(spec.name, spec.partitions) for spec in specs[3:]] == [
+        ("in.retry.1", 6),
+        ("in.retry.2", 6),
+    ]
+    assert specs[3].config == specs[2].config == specs[4].config
+
+
+def test_a_retry_delay_below_a_second_is_refused() -> None:
+    values = {"model": "-", "input_topic": "i", "output_topic": "o", "dead_letter_topic": "d"}
+    with pytest.raises(StartupError, match="retry_delays_s must be >= 1 each"):
+        build_config({**values, "retry_delays_s": "5,0"})
