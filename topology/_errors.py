@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -51,3 +53,16 @@ def admin_answer(what: str, timeout_s: float) -> Iterator[None]:
             f"{what}: no answer within {timeout_s:g} s (no broker answered: check the "
             "bootstrap servers and the security settings)"
         ) from exc
+
+
+def answered(future: Future[Any], what: str, timeout_s: float, *, unless: int) -> bool:
+    """Wait for an admin call's answer: True if it succeeded, False if it failed with the
+    error code ``unless`` (an outcome the caller takes as done); else ``TopologyError``."""
+    with admin_answer(what, timeout_s):
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != unless:
+                raise
+            return False
+    return True

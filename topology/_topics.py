@@ -6,11 +6,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from torchkafka.topology._errors import TopologyError, admin_answer
+from torchkafka.topology._errors import TopologyError, admin_answer, answered
 from torchkafka.topology._limits import SizeLimits
 
 _DEFAULT_LIMITS = SizeLimits()
@@ -101,16 +101,12 @@ def ensure_topics(
     futures = admin.create_topics(
         new_topics, operation_timeout=timeout_s, request_timeout=timeout_s
     )
-    created = []
-    for name, future in futures.items():
-        with admin_answer(f"cannot create topic {name!r}", timeout_s):
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-            else:
-                created.append(name)
+    exists = KafkaError.TOPIC_ALREADY_EXISTS
+    created = [
+        name
+        for name, future in futures.items()
+        if answered(future, f"cannot create topic {name!r}", timeout_s, unless=exists)
+    ]
     _wait_until_listed(admin, [spec.name for spec in specs], timeout_s)
     return created
 
@@ -136,9 +132,5 @@ def delete_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 3
         return
     futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
     for name, future in futures.items():
-        with admin_answer(f"cannot delete topic {name!r}", timeout_s):
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise
+        missing = KafkaError.UNKNOWN_TOPIC_OR_PART
+        answered(future, f"cannot delete topic {name!r}", timeout_s, unless=missing)
