@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-PACKAGES := -p torchkafka.codecs -p torchkafka.topology -p torchkafka.worker
+PACKAGES := -p torchkafka.client -p torchkafka.codecs -p torchkafka.topology -p torchkafka.worker
 PYTEST_ARGS ?=
 
 .PHONY: help install system-deps kafka-jars up down run test hostile faults lint format bench clean

@@ -36,6 +36,7 @@ from torchkafka.codecs._errors import (
     UnsupportedDtype,
     UnsupportedVersion,
 )
+from torchkafka.codecs._peek import request_id_of
 from torchkafka.codecs._reasons import Reason
 from torchkafka.codecs._sizes import MAX_MESSAGE_BYTES
 
@@ -123,4 +124,5 @@ __all__ = [
     "encode_result",
     "encoded_image",
     "read_dead_letter_info",
+    "request_id_of",
 ]

@@ -1,6 +1,6 @@
 """The packages and the worker's layers depend one way only.
 
-codecs <- topology <- worker
+codecs <- topology <- worker;  codecs, worker.config <- client
 inside the worker:  model, ops  <-  pipeline  <-  kafka  <-  top (app, supervisor, cli)
                     tools (client-side commands) <- cli only
 """
@@ -26,8 +26,15 @@ WORKER_LAYERS_ABOVE_MODEL = (
 
 # folder -> import prefixes no module under it may use
 FORBIDDEN = {
-    "codecs": ("torchkafka.topology", "torchkafka.worker", *KAFKA_AND_REDIS),
-    "topology": ("torchkafka.worker", "torch", "torchvision", "redis"),
+    "codecs": ("torchkafka.topology", "torchkafka.worker", "torchkafka.client", *KAFKA_AND_REDIS),
+    "topology": ("torchkafka.worker", "torchkafka.client", "torch", "torchvision", "redis"),
+    # the client: the codecs and the one connection config, never the worker's insides
+    "client": (
+        "redis",
+        "torchkafka.worker.model",
+        "torchkafka.worker.ops",
+        *WORKER_LAYERS_ABOVE_MODEL,
+    ),
     "worker/model": (*KAFKA_AND_REDIS, "torchkafka.topology", *WORKER_LAYERS_ABOVE_MODEL),
     "worker/ops": (
         *KAFKA_AND_REDIS,

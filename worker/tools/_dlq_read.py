@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import msgpack
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from torchkafka.codecs import (
@@ -25,6 +24,7 @@ from torchkafka.codecs import (
     EncodedImage,
     decode_request,
     read_dead_letter_info,
+    request_id_of,
 )
 
 #: Record headers as confluent-kafka gives and takes them.
@@ -163,7 +163,7 @@ def to_dead_letter(message: Message) -> DeadLetter:
         value,
         own,
         info,
-        _request_id(value),
+        request_id_of(value),
     )
 
 
@@ -189,18 +189,6 @@ def _first(consumer: Consumer, topic: str, partition: int, start: int, timeout_s
     if start != OFFSET_BEGINNING:
         return start
     return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)[0]
-
-
-def _request_id(value: bytes | None) -> str | None:
-    """The ``id`` of a msgpack map, whatever else is wrong with it."""
-    if not value:
-        return None
-    try:
-        envelope = msgpack.unpackb(value, raw=False, strict_map_key=False)
-    except Exception:  # any unpacker failure: a malformed value has no id
-        return None
-    request_id = envelope.get("id") if isinstance(envelope, dict) else None
-    return request_id if isinstance(request_id, str) else None
 
 
 def _describe_input(value: object) -> str:

@@ -8,9 +8,9 @@ import msgpack
 import pytest
 import torch
 
-from torchkafka.codecs import DeadLetterInfo, Encoder, Request
+from torchkafka.codecs import DeadLetterInfo, Encoder, Request, request_id_of
 from torchkafka.worker.tools import Selection, parse_time_ms
-from torchkafka.worker.tools._dlq_read import DeadLetter, _request_id
+from torchkafka.worker.tools._dlq_read import DeadLetter
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -71,8 +71,8 @@ def test_values_are_described_as_far_as_they_decode() -> None:
 
 
 def test_the_id_is_read_from_any_map_and_nothing_else() -> None:
-    assert _request_id(msgpack.packb({"v": 99, "id": "kept", 1: 2})) == "kept"
-    assert _request_id(msgpack.packb({"id": 5})) is None
-    assert _request_id(msgpack.packb([1, 2])) is None
-    assert _request_id(b"\xc1") is None
-    assert _request_id(None) is None
+    assert request_id_of(msgpack.packb({"v": 99, "id": "kept", 1: 2})) == "kept"
+    assert request_id_of(msgpack.packb({"id": 5})) is None
+    assert request_id_of(msgpack.packb([1, 2])) is None
+    assert request_id_of(b"\xc1") is None
+    assert request_id_of(None) is None
