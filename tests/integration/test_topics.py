@@ -161,7 +161,9 @@ def test_topics_says_plainly_when_no_broker_answers() -> None:
         "--dead-letter-topic", "c", "--bootstrap", "127.0.0.1:1", "--timeout", "2",
     )  # fmt: skip
     assert done.returncode == 1
-    assert (
-        "torchkafka topics describe: cannot describe topic 'a': no answer within 2 s "
-        "(no broker answered: check the bootstrap servers" in done.stderr
+    # librdkafka's own request timeout and the command's wait race: either says so
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("torchkafka")]
+    assert line.startswith("torchkafka topics describe: cannot describe topic 'a': ")
+    assert line.endswith(
+        "(no broker answered: check the bootstrap servers and the security settings)"
     )
