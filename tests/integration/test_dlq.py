@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from confluent_kafka import Producer
 
 from tests.integration.helpers import (
     RunningWorker,
@@ -27,7 +28,7 @@ from tests.integration.helpers import (
 )
 from tests.integration.streams import wait_until
 from tests.support.worker_models import POISON
-from torchkafka.codecs import decode_result
+from torchkafka.codecs import DeadLetterInfo, dead_letter_headers, decode_result
 
 FIXED_MODEL = "python:tests.support.worker_models:slow_linear"
 
@@ -100,3 +101,20 @@ def test_dead_letters_are_inspected_and_replayed_after_a_fix_once_each(
     finally:
         worker.close()
     assert len(record.read_text().splitlines()) == 6
+
+
+def test_inspect_ends_on_a_dead_letter_topic_written_in_transactions(
+    kafka_bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """Exactly-once workers dead-letter in transactions: the log ends on a commit marker."""
+    topic = new_topic()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": topic})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    info = DeadLetterInfo("malformed_msgpack", "not msgpack", "in", 0, 1, 1, "w", 0)
+    producer.produce(topic, b"\xc1", headers=dead_letter_headers([], info))
+    producer.commit_transaction(30)
+    args = ("--input-topic", "in", "--dead-letter-topic", topic, "--bootstrap", kafka_bootstrap)
+    inspected = run_cli("dlq", "inspect", *args, timeout_s=60)
+    assert inspected.returncode == 0, inspected.stderr
+    assert inspected.stdout.splitlines()[0] == f"{topic}: 1 dead letters selected"

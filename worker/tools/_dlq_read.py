@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from torchkafka.codecs import (
     HEADER_PREFIX,
@@ -116,24 +116,32 @@ def read_dead_letters(
             **connection,
             "group.id": f"torchkafka-dlq-{uuid.uuid4().hex[:8]}",  # never joined: assigned
             "enable.auto.commit": False,
-            "enable.partition.eof": False,
+            # Reaching a partition's end is announced: a transactional topic's log ends
+            # on a commit marker, which no message returned carries the offset of.
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
         }
     )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         if metadata.error is not None:
             raise ValueError(f"cannot read topic {topic!r}: {metadata.error.str()}")
-        starts = _start_offsets(consumer, topic, sorted(metadata.partitions), selection, timeout_s)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in starts
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            for p in sorted(metadata.partitions)
         }
-        left = {p for p in starts if _first(consumer, topic, p, starts[p], timeout_s) < ends[p]}
+        ends = {p: high for p, (_, high) in marks.items()}
+        starts = _start_offsets(consumer, topic, marks, selection, timeout_s)
+        left = {p for p, start in starts.items() if start < ends[p]}
         consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(left)])
         while left:
             for message in consumer.consume(500, timeout=1.0):
-                partition, offset = message.partition(), message.offset()
-                if message.error() is not None or partition not in left or offset is None:
+                partition, offset, error = message.partition(), message.offset(), message.error()
+                if partition not in left or offset is None:
+                    continue
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        left.discard(partition)
                     continue
                 if offset >= ends[partition] - 1:
                     left.discard(partition)
@@ -168,27 +176,20 @@ def to_dead_letter(message: Message) -> DeadLetter:
 
 
 def _start_offsets(
-    consumer: Consumer, topic: str, partitions: list[int], selection: Selection, timeout_s: float
+    consumer: Consumer,
+    topic: str,
+    marks: Mapping[int, tuple[int, int]],
+    selection: Selection,
+    timeout_s: float,
 ) -> dict[int, int]:
-    """Per partition, where to start: the first record at or after ``since_ms``, or the start."""
+    """Per partition (``marks``: its low and high watermarks), where to start: the first
+    record at or after ``since_ms``, or the log's start."""
     if selection.since_ms is None:
-        return dict.fromkeys(partitions, OFFSET_BEGINNING)
-    asked = [TopicPartition(topic, p, selection.since_ms) for p in partitions]
+        return {p: low for p, (low, _) in marks.items()}
+    asked = [TopicPartition(topic, p, selection.since_ms) for p in marks]
     found = consumer.offsets_for_times(asked, timeout=timeout_s)
     # -1: no record that late; the end then (nothing to read)
-    return {
-        tp.partition: tp.offset
-        if tp.offset >= 0
-        else consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
-        for tp in found
-    }
-
-
-def _first(consumer: Consumer, topic: str, partition: int, start: int, timeout_s: float) -> int:
-    """The first offset that reading from ``start`` gets (the log start for OFFSET_BEGINNING)."""
-    if start != OFFSET_BEGINNING:
-        return start
-    return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)[0]
+    return {tp.partition: tp.offset if tp.offset >= 0 else marks[tp.partition][1] for tp in found}
 
 
 def _describe_input(value: object) -> str:
