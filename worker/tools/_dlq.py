@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
 from torchkafka.worker.tools._dlq_read import DeadLetter, Selection, read_dead_letters
+from torchkafka.worker.tools._produce import produce_waiting
 
 #: Told each replayed dead letter's delivery: its error (None: delivered) and the message.
 Delivered = Callable[[DeadLetter, KafkaError | None, Message | None], None]
@@ -162,23 +163,20 @@ def _produce(
     headers: list[tuple[str, str | bytes | None]],
     delivered: Delivered,
 ) -> None:
-    """Produce one, serving deliveries while the local queue is full."""
-    while True:
-        try:
-            producer.produce(
-                topic,
-                value=letter.value,
-                key=letter.key,
-                headers=headers,
-                on_delivery=lambda error, message: delivered(letter, error, message),
-            )
-            producer.poll(0)
-            return
-        except BufferError:
-            producer.poll(0.1)
-        except KafkaException as exc:  # refused at once (too large, unknown topic)
-            delivered(letter, exc.args[0], None)
-            return
+    """Produce one, waiting out a full local queue; a refusal at once counts as its delivery."""
+    try:
+        produce_waiting(
+            producer,
+            topic,
+            value=letter.value,
+            key=letter.key,
+            headers=headers,
+            on_delivery=lambda error, message: delivered(letter, error, message),
+        )
+    except KafkaException as exc:  # refused at once (too large, unknown topic)
+        delivered(letter, exc.args[0], None)
+        return
+    producer.poll(0)
 
 
 def _origin(plan: ReplayPlan, letter: DeadLetter) -> str:

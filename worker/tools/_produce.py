@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from tqdm import tqdm
@@ -140,6 +141,17 @@ class SendStats:
         return line + (f" (first: {self.errors[0]})" if self.errors else "")
 
 
+def produce_waiting(producer: Producer, topic: str, **message: Any) -> None:
+    """Queue one message to ``topic``; while the local queue is full, serve deliveries and
+    retry (a full queue is waited out, never dropped). A refusal at once raises."""
+    while True:
+        try:
+            producer.produce(topic, **message)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class Sender:
     """Produces to one topic; a full local queue is waited out, never dropped."""
 
@@ -152,14 +164,9 @@ class Sender:
 
     def send(self, key: bytes, value: bytes) -> None:
         """Queue one message; while the local queue is full, serve deliveries and retry."""
-        while True:
-            try:
-                self._producer.produce(
-                    self._topic, key=key, value=value, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
+        produce_waiting(
+            self._producer, self._topic, key=key, value=value, on_delivery=self._on_delivery
+        )
         self.stats.sent += 1
         self.stats.bytes += len(value)
         self._producer.poll(0)

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from torchkafka.codecs import ATTEMPTS_HEADER, HEADER_PREFIX
 from torchkafka.worker._errors import WorkerError
 from torchkafka.worker.config import WorkerConfig
+from torchkafka.worker.tools._produce import produce_waiting
 
 log = structlog.get_logger(__name__)
 
@@ -114,18 +115,14 @@ class RetryRelay:
             if error is not None:
                 self._failure = error
 
-        while True:
-            try:
-                self._producer.produce(
-                    self._target,
-                    value=message.value(),
-                    key=message.key(),
-                    headers=headers,
-                    on_delivery=delivered,
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.1)
+        produce_waiting(
+            self._producer,
+            self._target,
+            value=message.value(),
+            key=message.key(),
+            headers=headers,
+            on_delivery=delivered,
+        )
 
     def _pause_or_resume(self) -> None:
         waiting = {key for key, queue in self._held.items() if queue}
