@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._group import ConsumerGroupDescription
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from torchkafka.topology._describe import describe_topics
-from torchkafka.topology._errors import TopologyError, admin_answer
+from torchkafka.topology._errors import TopologyError, admin_answer, admin_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +62,14 @@ class GroupLag:
 
 def group_lag(admin: AdminClient, group: str, topic: str, timeout_s: float = 30.0) -> GroupLag:
     """``group``'s lag on ``topic``; ``TopologyError`` if the topic does not exist."""
-    state = describe_topics(admin, [topic], timeout_s)[topic]
-    if state is None:
+    with admin_answer(f"cannot read the metadata of {topic!r}", timeout_s):
+        metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    error = None if metadata is None else metadata.error
+    if metadata is None or (error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
         raise TopologyError(f"topic {topic!r} does not exist")
-    partitions = [TopicPartition(topic, p.partition) for p in state.partitions]
+    if error is not None:
+        raise admin_error(f"cannot read topic {topic!r}", KafkaException(error))
+    partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
     starts = _offsets(admin, partitions, OffsetSpec.earliest(), timeout_s)  # type: ignore[no-untyped-call]
     ends = _offsets(admin, partitions, OffsetSpec.latest(), timeout_s)  # type: ignore[no-untyped-call]
     committed = _committed(admin, group, partitions, timeout_s)
