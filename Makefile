@@ -1,7 +1,7 @@
 # torchkafka developer commands. `make help` lists them.
 #
 # Everything installs what it needs on first use: a virtual environment in
-# $(VENV) with the project and its dev and bench extras, and (for run/up/test) the system
+# $(VENV) with the project and its dev, bench and examples extras, and (for run/up/test) the system
 # packages (Java 17, Maven, kcat, redis-server) and the Kafka jars.
 
 SHELL := /bin/bash
@@ -23,10 +23,10 @@ help: ## list the commands
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench,examples]'
 	touch $@
 
-install: $(INSTALLED) ## create the virtual environment and install torchkafka[dev,bench]
+install: $(INSTALLED) ## create the virtual environment and install torchkafka[dev,bench,examples]
 
 system-deps: ## apt-install Java 17, Maven, kcat and redis-server where missing
 	deploy/local/install-system-deps.sh
@@ -56,7 +56,7 @@ lint: install ## ruff and mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(PACKAGES)
-	$(BIN)/mypy tests bench deploy/grafana/dashboard.py
+	$(BIN)/mypy tests bench examples deploy/grafana/dashboard.py
 
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

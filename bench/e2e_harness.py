@@ -23,6 +23,7 @@ from typing import TypeVar
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from torchkafka.client import RequestSender
 from torchkafka.codecs import Result, decode_result
 from torchkafka.topology import admin_client, delete_topics, ensure_topics, worker_topics
 from torchkafka.worker import WorkerConfig
@@ -35,7 +36,7 @@ from torchkafka.worker.model import (
     parse_preprocess,
     resolve_device,
 )
-from torchkafka.worker.tools import RequestFactory, Sender, produce_requests
+from torchkafka.worker.tools import RequestFactory, produce_requests
 
 #: Partitions of the request and result topics.
 PARTITIONS = 4
@@ -124,7 +125,7 @@ def produce(
 
     Raises ``RuntimeError`` when any delivery failed.
     """
-    sender = Sender(Producer({"bootstrap.servers": bootstrap, "linger.ms": 5}), topic)
+    sender = RequestSender(Producer({"bootstrap.servers": bootstrap, "linger.ms": 5}), topic)
     seconds = produce_requests(sender, factory, count, rate, progress=False)
     if sender.stats.failed:
         raise RuntimeError(f"producing to {topic} failed: {sender.stats.errors}")

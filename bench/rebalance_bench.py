@@ -48,10 +48,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from e2e_harness import PARTITIONS, bench_topics, end_offset, log
 
-from torchkafka.codecs import decode_result, encode_request
+from torchkafka.client import RequestSender
+from torchkafka.codecs import decode_result
 from torchkafka.codecs.testing import synthetic_input
 from torchkafka.worker import kafka_bootstrap, redis_url
-from torchkafka.worker.tools import RequestFactory, Sender
+from torchkafka.worker.tools import RequestFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "python:tests.support.worker_models:poison_sensitive_linear"
@@ -163,7 +164,9 @@ class PacedProducer(threading.Thread):
         super().__init__(name="bench-producer", daemon=True)
         inputs = [synthetic_input((4,), "float32", seed) for seed in range(16)]
         self._factory = RequestFactory(run, inputs)
-        self._sender = Sender(Producer({"bootstrap.servers": bootstrap, "linger.ms": 5}), topic)
+        self._sender = RequestSender(
+            Producer({"bootstrap.servers": bootstrap, "linger.ms": 5}), topic
+        )
         self._rate = rate
         self._stopping = threading.Event()
         self._errors: list[BaseException] = []
@@ -181,7 +184,7 @@ class PacedProducer(threading.Thread):
                     continue
                 self._sent_ms.append(wall_ms())
                 request = self._factory(self.sent)
-                self._sender.send(request.id.encode(), encode_request(request))
+                self._sender.send(request)
                 self.sent += 1
             stats = self._sender.flush()
             if stats.failed:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
+from torchkafka.client._consumers import result_consumer
 from torchkafka.client._errors import ClientClosed, SendFailed
 from torchkafka.client._pending import Pending
 from torchkafka.client._router import ResultRouter
-from torchkafka.codecs import Input, Request, Result, encode_request
+from torchkafka.client._sending import RequestSender
+from torchkafka.client._stream import ResultStream, connection_settings
+from torchkafka.codecs import Input, Request, Result
 from torchkafka.worker.config import KafkaConnection
 
 
@@ -52,22 +56,20 @@ class Client:
         timeout_s: float = 60.0,
         start_timeout_s: float = 30.0,
     ) -> None:
-        settings = (
-            connection.librdkafka() if isinstance(connection, KafkaConnection) else dict(connection)
-        )
-        self._input_topic = input_topic
+        self._settings = connection_settings(connection)
+        self._dead_letter_topic = dead_letter_topic
         self._timeout_s = timeout_s
         self._pending: Pending[Result] = Pending(max_in_flight)
-        self._producer = Producer({**settings, "enable.idempotence": True, "linger.ms": 2})
-        consumer = Consumer(
-            {
-                **settings,
-                "group.id": f"torchkafka-client-{uuid.uuid4().hex[:12]}",  # assigned: never joined
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
+        self._producer = Producer({**self._settings, "enable.idempotence": True, "linger.ms": 2})
+        self._sender = RequestSender(self._producer, input_topic)
+        self._sending = threading.Lock()  # the sender's encoder is reused
+        self._router = ResultRouter(
+            result_consumer(self._settings),
+            output_topic,
+            dead_letter_topic,
+            self._pending,
+            tick=lambda: self._producer.poll(0),  # delivery failures, with nobody submitting
         )
-        self._router = ResultRouter(consumer, output_topic, dead_letter_topic, self._pending)
         self._router.start(start_timeout_s)
         self._closed = False
 
@@ -89,9 +91,7 @@ class Client:
         ``key`` defaults to the id's UTF-8 bytes. The request is sent once the
         producer's batch goes (``flush`` to wait).
         """
-        future = self._send(Submission(inputs, id, meta, deadline_ms, key, timeout_s))
-        self._producer.poll(0)
-        return future
+        return self._send(Submission(inputs, id, meta, deadline_ms, key, timeout_s))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[Future[Result]]:
         """Send many requests with one flush; their futures, in order."""
@@ -145,36 +145,49 @@ class Client:
     ) -> None:
         self.close()
 
+    def results(self) -> ResultStream:
+        """Every outcome published on the output and dead-letter topics since this client
+        started (its own requests' and any other producer's), as a ``ResultStream``:
+        ``Result``s, and ``DeadLettered`` for dead letters, yielded. Close it when done."""
+        consumer = result_consumer(self._settings)
+        consumer.assign(self._router.positions)
+        return ResultStream(consumer, self._dead_letter_topic)
+
     def _send(self, submission: Submission) -> Future[Result]:
+        future, request = self._register(submission)
+        self._queue(request, submission.key, wait=True)
+        return future
+
+    def _queue(self, request: Request, key: bytes | None, *, wait: bool) -> bool:
+        """Queue ``request`` (waiting out a full local queue, or False at once if not
+        ``wait``); a refusal fails its future with ``SendFailed``."""
+        on_delivery = self._on_delivery(request.id)
+        try:
+            with self._sending:
+                if wait:
+                    self._sender.send(request, key=key, on_delivery=on_delivery)
+                    return True
+                return self._sender.try_send(request, key=key, on_delivery=on_delivery)
+        except KafkaException as exc:  # refused at once: too large, an unknown topic
+            self._pending.reject(request.id, SendFailed(f"{request.id!r}: {exc}"))
+            return True
+
+    def _register(self, submission: Submission) -> tuple[Future[Result], Request]:
+        """The request to send for ``submission``, and the future awaiting its outcome."""
         if self._closed:
             raise ClientClosed("the client is closed")
-        request_id = submission.id or uuid.uuid4().hex
-        value = encode_request(
-            Request(
-                id=request_id,
-                inputs=dict(submission.inputs),
-                meta=submission.meta,
-                deadline_ms=submission.deadline_ms,
-            )
+        request = Request(
+            id=submission.id or uuid.uuid4().hex,
+            inputs=dict(submission.inputs),
+            meta=submission.meta,
+            deadline_ms=submission.deadline_ms,
         )
         timeout_s = self._timeout_s if submission.timeout_s is None else submission.timeout_s
-        future = self._pending.add(request_id, time.monotonic() + timeout_s)
+        return self._pending.add(request.id, time.monotonic() + timeout_s), request
 
-        def delivered(error: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(self, request_id: str) -> Callable[[KafkaError | None], None]:
+        def delivered(error: KafkaError | None) -> None:
             if error is not None:
                 self._pending.reject(request_id, SendFailed(f"{request_id!r}: {error.str()}"))
 
-        while True:
-            try:
-                self._producer.produce(
-                    self._input_topic,
-                    value=value,
-                    key=submission.key or request_id.encode(),
-                    on_delivery=delivered,
-                )
-                return future
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:  # refused at once: too large, an unknown topic
-                self._pending.reject(request_id, SendFailed(f"{request_id!r}: {exc}"))
-                return future
+        return delivered

@@ -36,5 +36,9 @@ class SendFailed(ClientError):
     """The input topic did not take the request (the producer's delivery failed)."""
 
 
+class UnreadableOutcome(ClientError):
+    """A message of the result or dead-letter topic that cannot be read as an outcome."""
+
+
 class ClientClosed(ClientError):
     """The client was closed before the request got its result."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Generic, TypeVar
 
 from torchkafka.client._errors import RequestTimedOut, TooManyInFlight
@@ -49,11 +49,7 @@ class Pending(Generic[T]):
             late = self._late.pop(request_id, None)
             if late is not None:
                 self._timed_out.pop(request_id, None)
-                outcome, error = late
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(outcome)  # type: ignore[arg-type]
+                _settle(future, *late)
                 return future
             if self._count >= self._limit:
                 raise TooManyInFlight(f"{self._count} requests await their results (the limit)")
@@ -61,20 +57,21 @@ class Pending(Generic[T]):
             self._count += 1
             self._sequence += 1
             heapq.heappush(self._deadlines, (deadline, self._sequence, request_id, future))
+        future.add_done_callback(lambda done: self._forget_cancelled(request_id, done))
         return future
 
     def resolve(self, request_id: str, outcome: T) -> bool:
         """Give ``request_id``'s futures their outcome; False if none awaited it."""
         taken = self._take(request_id, (outcome, None))
         for future in taken:
-            future.set_result(outcome)
+            _settle(future, outcome, None)
         return bool(taken)
 
     def reject(self, request_id: str, error: BaseException) -> bool:
         """Fail ``request_id``'s futures with ``error``; False if none awaited it."""
         taken = self._take(request_id, (None, error))
         for future in taken:
-            future.set_exception(error)
+            _settle(future, None, error)
         return bool(taken)
 
     def expire(self, now: float) -> int:
@@ -92,7 +89,7 @@ class Pending(Generic[T]):
                         self._remember_timeout(request_id)
                     expired.append((request_id, future))
         for request_id, future in expired:
-            future.set_exception(RequestTimedOut(f"no result for {request_id!r} in time"))
+            _settle(future, None, RequestTimedOut(f"no result for {request_id!r} in time"))
         return len(expired)
 
     def reject_all(self, error: BaseException) -> None:
@@ -103,7 +100,7 @@ class Pending(Generic[T]):
             self._deadlines.clear()
             self._count = 0
         for future in waiting:
-            future.set_exception(error)
+            _settle(future, None, error)
 
     def _take(
         self, request_id: str, outcome: tuple[T | None, BaseException | None]
@@ -116,6 +113,19 @@ class Pending(Generic[T]):
                 self._late[request_id] = outcome
         return taken
 
+    def _forget_cancelled(self, request_id: str, future: Future[T]) -> None:
+        """A cancelled future no longer waits: its place is free (its deadline entry stays
+        in the heap and is dropped when it comes up)."""
+        if not future.cancelled():
+            return
+        with self._lock:
+            waiting = self._futures.get(request_id, [])
+            if future in waiting:
+                waiting.remove(future)
+                self._count -= 1
+                if not waiting:
+                    del self._futures[request_id]
+
     def _remember_timeout(self, request_id: str) -> None:
         """Remember a timed-out id (hold the lock); the oldest are forgotten, outcome too."""
         self._timed_out[request_id] = None
@@ -123,3 +133,14 @@ class Pending(Generic[T]):
         while len(self._timed_out) > REMEMBERED_TIMEOUTS:
             oldest, _ = self._timed_out.popitem(last=False)
             self._late.pop(oldest, None)
+
+
+def _settle(future: Future[T], outcome: T | None, error: BaseException | None) -> None:
+    """Give ``future`` its outcome unless its caller cancelled it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]  # None only with an error
+    except InvalidStateError:
+        pass  # cancelled by its caller: nobody waits for it

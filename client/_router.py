@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from torchkafka.client._errors import DeadLettered
+from torchkafka.client._consumers import end_positions, take
+from torchkafka.client._errors import DeadLettered, UnreadableOutcome
+from torchkafka.client._outcomes import read_outcome
 from torchkafka.client._pending import Pending
-from torchkafka.codecs import (
-    DecodeError,
-    Result,
-    decode_result,
-    read_dead_letter_info,
-    request_id_of,
-)
+from torchkafka.codecs import Result
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +30,11 @@ POLL = 500
 
 
 class ResultRouter:
-    """Reads ``output_topic`` and ``dead_letter_topic`` on a daemon thread into ``pending``."""
+    """Reads ``output_topic`` and ``dead_letter_topic`` on a daemon thread into ``pending``.
+
+    Between polls it expires what waited too long and calls ``tick`` (the
+    client serves its producer's delivery reports there).
+    """
 
     def __init__(
         self,
@@ -42,19 +42,25 @@ class ResultRouter:
         output_topic: str,
         dead_letter_topic: str,
         pending: Pending[Result],
+        tick: Callable[[], object] = lambda: None,
     ) -> None:
+        self.positions: list[TopicPartition] = []
         self._consumer = consumer
-        self._output_topic = output_topic
+        self._topics = [output_topic, dead_letter_topic]
         self._dead_letter_topic = dead_letter_topic
         self._pending = pending
+        self._tick = tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="torchkafka-client", daemon=True)
 
     def start(self, timeout_s: float) -> None:
-        """Assign both topics at their current ends, then read on the thread."""
-        self._consumer.assign(
-            end_positions(self._consumer, [self._output_topic, self._dead_letter_topic], timeout_s)
-        )
+        """Assign both topics at their current ends (kept in ``positions``), then read."""
+        try:
+            self.positions = end_positions(self._consumer, self._topics, timeout_s)
+        except BaseException:
+            self._consumer.close()
+            raise
+        self._consumer.assign(self.positions)
         self._thread.start()
 
     def stop(self) -> None:
@@ -66,45 +72,20 @@ class ResultRouter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for message in self._consumer.consume(POLL, timeout=0.1):
+            for message in take(self._consumer, POLL, 0.1):
                 if message.error() is None:
                     self.route(message)
             self._pending.expire(time.monotonic())
+            self._tick()
 
     def route(self, message: Message) -> None:
         """Settle the futures of the id ``message`` answers (a result or a dead letter)."""
-        value = message.value() or b""
-        if message.topic() == self._output_topic:
-            try:
-                result = decode_result(value)
-            except DecodeError as exc:
-                log.warning("a result that does not decode, skipped", error=str(exc))
-                return
-            self._pending.resolve(result.id, result)
-            return
-        request_id = request_id_of(value)
-        headers = message.headers() or []
-        if request_id is None or not isinstance(headers, list):
-            return
         try:
-            info = read_dead_letter_info(headers)
-        except (KeyError, ValueError, UnicodeDecodeError):
-            log.warning("a dead letter without its headers, skipped", id=request_id)
+            outcome = read_outcome(message, self._dead_letter_topic)
+        except UnreadableOutcome as exc:
+            log.warning("skipped a message that is not an outcome", error=str(exc))
             return
-        self._pending.reject(request_id, DeadLettered(request_id, info))
-
-
-def end_positions(
-    consumer: Consumer, topics: Sequence[str], timeout_s: float
-) -> list[TopicPartition]:
-    """Every partition of ``topics`` at its current end offset."""
-    positions = []
-    for topic in topics:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        if metadata.error is not None:
-            raise ValueError(f"cannot read topic {topic!r}: {metadata.error.str()}")
-        for partition in sorted(metadata.partitions):
-            tp = TopicPartition(topic, partition)
-            high = consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
-            positions.append(TopicPartition(topic, partition, high))
-    return positions
+        if isinstance(outcome, DeadLettered):
+            self._pending.reject(outcome.request_id, outcome)
+        else:
+            self._pending.resolve(outcome.id, outcome)

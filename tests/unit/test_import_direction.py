@@ -1,6 +1,6 @@
 """The packages and the worker's layers depend one way only.
 
-codecs <- topology <- worker;  codecs, worker.config <- client
+codecs <- topology <- worker;  codecs, worker.config <- client <- worker.tools
 inside the worker:  model, ops  <-  pipeline  <-  kafka  <-  top (app, supervisor, cli)
                     tools (client-side commands) <- cli only
 """

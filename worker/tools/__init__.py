@@ -1,5 +1,7 @@
 """Client-side commands (topics, dlq, retries, produce, consume, demo, bench): Kafka only.
 
+produce and consume are built on the client library (``torchkafka.client``).
+
 Nothing in the worker imports this package (a test checks it).
 """
 
@@ -11,7 +13,6 @@ from torchkafka.worker.tools._dlq_read import Selection, parse_time_ms
 from torchkafka.worker.tools._produce import (
     ProduceSettings,
     RequestFactory,
-    Sender,
     produce_requests,
     run_produce,
 )
@@ -30,7 +31,6 @@ __all__ = [
     "RequestFactory",
     "RetryRelay",
     "Selection",
-    "Sender",
     "TopicsAction",
     "declared_topics",
     "inspect_dead_letters",

@@ -1,10 +1,9 @@
-"""Reading results: a reader that has joined its group, per-result lines, summary statistics.
+"""Reading results: per-result lines and summary statistics, on the client's ``ResultStream``.
 
-``open_reader`` subscribes a consumer and waits for its partitions;
 ``ResultStats`` accumulates counts, arrival times, the results' timings and
 end-to-end latency (from the ``sent_ms`` a producer put in ``meta``);
 ``read_results`` drives ``torchkafka consume``, whose rows come from
-``json_line`` and ``table_row``. The demo uses the reader and the statistics.
+``json_line`` and ``table_row``. The demo uses the statistics.
 """
 
 from __future__ import annotations
@@ -18,54 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 import torch
-from confluent_kafka import Consumer, Message, TopicPartition
 
-from torchkafka.codecs import DecodeError, Result, decode_result
+from torchkafka.client import ResultStream, open_results
+from torchkafka.codecs import Result
 
 OutputFormat = Literal["table", "json"]
 #: The percentiles every latency summary shows.
 PERCENTILES = (50, 95, 99)
 #: Undecodable messages warned about one by one; the rest are only counted.
 WARNED_UNDECODABLE = 5
-
-
-def open_reader(
-    connection: Mapping[str, str],
-    topics: Sequence[str],
-    group_id: str,
-    *,
-    from_beginning: bool,
-    join_timeout_s: float = 30.0,
-) -> Consumer:
-    """A consumer of ``topics`` that has its partitions (or ``join_timeout_s`` passed).
-
-    Without ``from_beginning`` a new group starts at the end of each
-    partition, so join before producing what it should read. Offsets are never
-    committed: a reader does not change where the group's next reader starts.
-    It reads committed messages only: an exactly-once worker's aborted results
-    are never shown.
-    """
-    consumer = Consumer(
-        {
-            **connection,
-            "group.id": group_id,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.subscribe(list(topics))
-    deadline = time.monotonic() + join_timeout_s
-    while not consumer.assignment() and time.monotonic() < deadline:
-        for message in consumer.consume(1, timeout=0.2):  # joins the group
-            _rewind(consumer, message)  # read while joining: the caller reads it again
-    return consumer
-
-
-def _rewind(consumer: Consumer, message: Message) -> None:
-    topic, partition, offset = message.topic(), message.partition(), message.offset()
-    if message.error() is None and topic and partition is not None and offset is not None:
-        consumer.seek(TopicPartition(topic, partition, offset))
 
 
 def percentiles(values: Sequence[float]) -> list[float]:
@@ -200,7 +160,7 @@ def _is_topk(outputs: Mapping[str, torch.Tensor]) -> bool:
 
 
 def read_results(
-    reader: Consumer,
+    stream: ResultStream,
     emit: Callable[[Result, float | None], None],
     *,
     count: int | None,
@@ -208,10 +168,11 @@ def read_results(
     warn: Callable[[str], None],
     clock: Callable[[], float] = time.monotonic,
 ) -> ResultStats:
-    """Decode and ``emit`` results until ``count`` of them, or ``idle_timeout_s`` without a message.
+    """``emit`` results until ``count`` of them, or ``idle_timeout_s`` without a message.
 
-    A message that is not a result is counted (``undecodable``) and
-    ``warn``-ed about (the first few), never fatal. Ctrl-C stops reading.
+    A message that is not a result is counted (``undecodable``, from the
+    stream) and not fatal. A dead letter (a stream that reads them) is
+    ``warn``-ed about. Ctrl-C stops reading.
     """
     stats = ResultStats()
     last_message_s = clock()
@@ -220,34 +181,19 @@ def read_results(
             clock() - last_message_s < idle_timeout_s
         ):
             wanted = 500 if count is None else min(500, count - stats.count)
-            for message in reader.consume(wanted, timeout=0.2):
-                error = message.error()
-                if error is not None:
-                    warn(f"consumer error: {error}")
-                    continue
+            unreadable = stream.unreadable
+            outcomes = stream.poll(0.2, wanted)
+            if outcomes or stream.unreadable > unreadable:
                 last_message_s = clock()
-                _take(message, stats, emit, warn, last_message_s)
+            for outcome in outcomes:
+                if isinstance(outcome, Result):
+                    emit(outcome, stats.add(outcome, last_message_s, time.time() * 1000))
+                else:
+                    warn(str(outcome))
+            stats.undecodable = stream.unreadable
     except KeyboardInterrupt:
         warn("interrupted")
     return stats
-
-
-def _take(
-    message: Message,
-    stats: ResultStats,
-    emit: Callable[[Result, float | None], None],
-    warn: Callable[[str], None],
-    received_s: float,
-) -> None:
-    try:
-        result = decode_result(message.value() or b"")
-    except DecodeError as exc:
-        stats.undecodable += 1
-        if stats.undecodable <= WARNED_UNDECODABLE:
-            where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
-            warn(f"undecodable message at {where}: {exc.reason}: {exc}")
-        return
-    emit(result, stats.add(result, received_s, time.time() * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,20 +222,27 @@ def run_consume(
     def emit(result: Result, latency_ms: float | None) -> None:
         print(row(result, latency_ms), file=out, flush=True)
 
-    reader = open_reader(
+    warned = 0
+
+    def unreadable(text: str) -> None:
+        nonlocal warned
+        warned += 1
+        if warned <= WARNED_UNDECODABLE:
+            warn(text)
+
+    stream = open_results(
         settings.connection,
-        [settings.topic],
-        settings.group_id,
+        settings.topic,
+        group_id=settings.group_id,
         from_beginning=settings.from_beginning,
+        on_unreadable=unreadable,
     )
-    try:
+    with stream:
         if settings.output_format == "table":
             print(TABLE_HEADER, file=out)
         stats = read_results(
-            reader, emit, count=settings.count, idle_timeout_s=settings.idle_timeout_s, warn=warn
+            stream, emit, count=settings.count, idle_timeout_s=settings.idle_timeout_s, warn=warn
         )
-    finally:
-        reader.close()
     # JSON lines stay alone on stdout; the table's summary follows the table.
     summary_file = err if settings.output_format == "json" else out
     print("\n".join(["", *stats.summary()]), file=summary_file)

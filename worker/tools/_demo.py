@@ -23,11 +23,12 @@ import torch
 from confluent_kafka import Producer
 from tqdm import tqdm
 
-from torchkafka.codecs import Encoder, decode_result, read_dead_letter_info
+from torchkafka.client import RequestSender, join_group, result_consumer
+from torchkafka.codecs import decode_result, read_dead_letter_info
 from torchkafka.codecs.testing import MalformedCase, malformed_corpus
 from torchkafka.topology import admin_client, ensure_topics, worker_topics
-from torchkafka.worker.tools._consume import ResultStats, format_percentiles, open_reader
-from torchkafka.worker.tools._produce import RequestFactory, Sender
+from torchkafka.worker.tools._consume import ResultStats, format_percentiles
+from torchkafka.worker.tools._produce import RequestFactory
 
 TOPIC_PREFIX = "torchkafka.demo"
 #: Bad inputs the demo sends (from the codecs' corpus), one per kind of failure.
@@ -137,12 +138,10 @@ def _produce_and_verify(settings: DemoSettings, topics: dict[str, str], run_id: 
     duplicates = max(1, settings.count // 100)
     keys = frozenset(_malformed_key(run_id, index) for index in range(len(malformed)))
     report = DemoReport(settings.count, keys, duplicates)
-    reader = open_reader(
-        {"bootstrap.servers": settings.bootstrap},
-        [topics["results"], topics["dead-letters"]],
-        f"torchkafka-demo-reader-{run_id}",
-        from_beginning=False,  # joined before anything is produced
+    reader = result_consumer(
+        {"bootstrap.servers": settings.bootstrap}, f"torchkafka-demo-reader-{run_id}"
     )
+    join_group(reader, [topics["results"], topics["dead-letters"]], 30)  # before producing
     started = time.monotonic()
     _produce(settings, topics["requests"], run_id, malformed, duplicates)
     bar = tqdm(total=settings.count, desc="results", unit="msg")
@@ -188,19 +187,19 @@ def _produce(
     malformed: list[MalformedCase],
     duplicates: int,
 ) -> None:
-    sender = Sender(Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 5}), topic)
-    encoder = Encoder()
+    sender = RequestSender(
+        Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 5}), topic
+    )
     generator = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, settings.shape, dtype=torch.uint8, generator=generator)
     factory = RequestFactory(run_id, [image])
     total = settings.count + duplicates + len(malformed)
     with tqdm(total=total, desc="requests", unit="msg") as bar:
         for index in list(range(settings.count)) + list(range(duplicates)):
-            request = factory(index)
-            sender.send(request.id.encode(), encoder.request(request))
+            sender.send(factory(index))
             bar.update(1)
         for index, case in enumerate(malformed):
-            sender.send(_malformed_key(run_id, index).encode(), case.data)
+            sender.send_encoded(_malformed_key(run_id, index).encode(), case.data)
             bar.update(1)
         sender.flush(30)
 

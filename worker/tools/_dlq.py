@@ -24,8 +24,8 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from tqdm import tqdm
 
+from torchkafka.client import produce_waiting
 from torchkafka.worker.tools._dlq_read import DeadLetter, Selection, read_dead_letters
-from torchkafka.worker.tools._produce import produce_waiting
 
 #: Told each replayed dead letter's delivery: its error (None: delivered) and the message.
 Delivered = Callable[[DeadLetter, KafkaError | None, Message | None], None]

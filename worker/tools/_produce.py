@@ -1,25 +1,23 @@
 """Producing requests: what to send, how fast, and without ever dropping one.
 
 ``RequestFactory`` builds request *n*; ``Pacer`` spaces sends to a rate (a
-token bucket that sleeps, never spins); ``Sender`` produces to one topic,
-waits out a full local queue by serving deliveries, and counts what the broker
-acknowledged or refused. ``produce_requests`` puts them together for
-``torchkafka produce``; the demo and the worker benchmark use the parts.
+token bucket that sleeps, never spins); the client's ``RequestSender``
+produces them. ``produce_requests`` puts them together for ``torchkafka
+produce``; the demo and the benchmarks use the parts.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 from tqdm import tqdm
 
-from torchkafka.codecs import EncodeError, Encoder, Input, Request, encoded_image
+from torchkafka.client import RequestSender
+from torchkafka.codecs import EncodeError, Input, Request, encoded_image
 from torchkafka.codecs.testing import synthetic_input
 from torchkafka.worker._errors import StartupError
 
@@ -121,85 +119,8 @@ class Pacer:
             self._sleep((1 - self._tokens) / self.rate)
 
 
-@dataclass(slots=True)
-class SendStats:
-    """What a ``Sender`` sent and what the broker said about it."""
-
-    sent: int = 0
-    bytes: int = 0
-    delivered: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)  # the first few, for the report
-
-    def summary(self, elapsed_s: float) -> str:
-        """One line: messages, MB and messages/s over ``elapsed_s``."""
-        rate = self.sent / elapsed_s if elapsed_s > 0 else 0.0
-        line = (
-            f"sent {self.sent} messages, {self.bytes / 1e6:.1f} MB in {elapsed_s:.1f} s "
-            f"({rate:.0f} msg/s), {self.failed} delivery errors"
-        )
-        return line + (f" (first: {self.errors[0]})" if self.errors else "")
-
-
-def produce_waiting(producer: Producer, topic: str, **message: Any) -> None:
-    """Queue one message to ``topic``; while the local queue is full, serve deliveries and
-    retry (a full queue is waited out, never dropped). A refusal at once raises."""
-    while True:
-        try:
-            producer.produce(topic, **message)
-            return
-        except BufferError:
-            producer.poll(0.05)
-
-
-class Sender:
-    """Produces to one topic; a full local queue is waited out, never dropped."""
-
-    MAX_ERRORS_KEPT = 5
-
-    def __init__(self, producer: Producer, topic: str) -> None:
-        self.stats = SendStats()
-        self._producer = producer
-        self._topic = topic
-
-    def send(self, key: bytes, value: bytes) -> None:
-        """Queue one message; while the local queue is full, serve deliveries and retry."""
-        produce_waiting(
-            self._producer, self._topic, key=key, value=value, on_delivery=self._on_delivery
-        )
-        self.stats.sent += 1
-        self.stats.bytes += len(value)
-        self._producer.poll(0)
-
-    def poll(self, timeout_s: float) -> None:
-        """Serve delivery callbacks for up to ``timeout_s`` (a sleep that does work).
-
-        librdkafka counts whole milliseconds, so the wait is rounded up: a
-        shorter one would return at once and make a pacing loop spin.
-        """
-        self._producer.poll(math.ceil(timeout_s * 1000) / 1000)
-
-    def flush(self, timeout_s: float = 30.0) -> SendStats:
-        """Wait for every delivery; what is still unacknowledged after ``timeout_s`` failed."""
-        undelivered = int(self._producer.flush(timeout_s))
-        if undelivered:
-            self._failed(undelivered, f"not acknowledged within {timeout_s:.0f} s")
-        return self.stats
-
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
-        if error is None:
-            self.stats.delivered += 1
-        else:
-            self._failed(1, str(error))
-
-    def _failed(self, count: int, error: str) -> None:
-        self.stats.failed += count
-        if len(self.stats.errors) < self.MAX_ERRORS_KEPT:
-            self.stats.errors.append(error)
-
-
 def produce_requests(
-    sender: Sender,
+    sender: RequestSender,
     factory: RequestFactory,
     count: int,
     rate: float | None = None,
@@ -213,15 +134,13 @@ def produce_requests(
     Outcomes are in ``sender.stats``.
     """
     pacer = None if rate is None else Pacer(rate, sleep=sender.poll)
-    encoder = Encoder()
     started = time.monotonic()
     with tqdm(total=count, desc="requests", unit="msg", disable=not progress) as bar:
         try:
             for n in range(count):
                 if pacer is not None:
                     pacer.wait()
-                request = factory(n)
-                sender.send(request.id.encode(), encoder.request(request))
+                sender.send(factory(n))
                 bar.update(1)
         except KeyboardInterrupt:
             bar.write("interrupted: waiting for the deliveries of what was sent")
@@ -260,7 +179,7 @@ def run_produce(settings: ProduceSettings) -> int:
         raise StartupError(str(exc)) from exc
     factory = RequestFactory(settings.id_prefix, inputs, settings.input_name, settings.deadline_ms)
     producer = Producer({**settings.connection, "enable.idempotence": True, "linger.ms": 5})
-    sender = Sender(producer, settings.topic)
+    sender = RequestSender(producer, settings.topic)
     elapsed_s = produce_requests(sender, factory, settings.count, settings.rate)
     print(sender.stats.summary(elapsed_s))
     return 1 if sender.stats.failed else 0

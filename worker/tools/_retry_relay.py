@@ -23,10 +23,10 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from torchkafka.client import produce_waiting
 from torchkafka.codecs import ATTEMPTS_HEADER, HEADER_PREFIX
 from torchkafka.worker._errors import WorkerError
 from torchkafka.worker.config import WorkerConfig
-from torchkafka.worker.tools._produce import produce_waiting
 
 log = structlog.get_logger(__name__)
 

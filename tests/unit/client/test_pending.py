@@ -67,3 +67,15 @@ def test_an_outcome_after_a_timeout_is_kept_for_the_resubmit() -> None:
         pending.add("b", 9.0).result(0)
     assert not pending.resolve("c", "never asked")
     assert not pending.add("c", 9.0).done()
+
+
+def test_a_cancelled_future_frees_its_place_and_a_late_outcome_is_ignored() -> None:
+    pending: Pending[str] = Pending(1)
+    future = pending.add("a", 60.0)
+    assert future.cancel()
+    assert len(pending) == 0
+    again = pending.add("b", 60.0)  # the place is free
+    assert not pending.resolve("a", "late")  # nobody waits: no error in the router
+    assert pending.resolve("b", "done")
+    assert again.result(0) == "done"
+    assert pending.expire(120.0) == 0  # the cancelled one's deadline passes quietly

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from torchkafka.client import ResultStream
 from torchkafka.codecs import ModelInfo, Result, encode_result
 from torchkafka.worker.tools._consume import (
     ResultStats,
@@ -117,21 +118,32 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """Returns ``batches`` one per consume() call, then nothing; each call takes 0.2 s."""
+    """Each poll window (0.2 s) brings the next of ``batches``, then nothing.
+
+    ``poll`` returns a window's first message; ``consume(n, 0)`` what is left
+    of it, up to ``n``. A poll with nothing there takes its whole timeout.
+    """
 
     def __init__(self, batches: list[list[bytes]], clock: list[float]) -> None:
         self.batches = batches
         self.clock = clock
-        self.asked: list[int] = []
+        self.asked: list[int] = []  # messages asked for, per window: 1 (poll) + consume's n
         self.offset = 0
+        self.ready: list[FakeMessage] = []
 
-    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
-        self.asked.append(num_messages)
+    def poll(self, timeout: float) -> FakeMessage | None:
         self.clock[0] += timeout
         batch = self.batches.pop(0) if self.batches else []
-        messages = [FakeMessage(value, self.offset + n) for n, value in enumerate(batch)]
+        self.ready = [FakeMessage(value, self.offset + n) for n, value in enumerate(batch)]
         self.offset += len(batch)
-        return messages[:num_messages]
+        self.asked.append(1)
+        return self.ready.pop(0) if self.ready else None
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        assert timeout == 0
+        self.asked[-1] += num_messages
+        taken, self.ready = self.ready[:num_messages], self.ready[num_messages:]
+        return taken
 
 
 def encoded(*ids: str) -> list[bytes]:
@@ -143,7 +155,7 @@ def test_read_results_stops_at_count_and_never_asks_for_more() -> None:
     consumer = FakeConsumer([encoded("a", "b"), encoded("c", "d")], clock)
     seen: list[str] = []
     stats = read_results(
-        consumer,  # type: ignore[arg-type]
+        ResultStream(consumer, on_unreadable=pytest.fail),  # type: ignore[arg-type]
         lambda result, _latency: seen.append(result.id),
         count=3,
         idle_timeout_s=5,
@@ -160,11 +172,11 @@ def test_read_results_counts_undecodable_messages_and_stops_when_idle() -> None:
     consumer = FakeConsumer([[b"garbage", *encoded("a")], [b"\x81"]], clock)
     warnings: list[str] = []
     stats = read_results(
-        consumer,  # type: ignore[arg-type]
+        ResultStream(consumer, on_unreadable=warnings.append),  # type: ignore[arg-type]
         lambda _result, _latency: None,
         count=None,
         idle_timeout_s=1.0,
-        warn=warnings.append,
+        warn=pytest.fail,
         clock=lambda: clock[0],
     )
     assert (stats.count, stats.undecodable) == (1, 2)

@@ -1,19 +1,19 @@
-"""Request generation, token-bucket pacing (on a fake clock) and the never-dropping sender."""
+"""Request generation, token-bucket pacing (on a fake clock) and producing them."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from confluent_kafka import KafkaError
 from PIL import Image
 
+from tests.support.fake_producer import FakeProducer
+from torchkafka.client import RequestSender
 from torchkafka.codecs import EncodedImage, decode_request
-from torchkafka.worker.tools import RequestFactory, Sender, produce_requests
-from torchkafka.worker.tools._produce import Pacer, SendStats, image_inputs
+from torchkafka.worker.tools import RequestFactory, produce_requests
+from torchkafka.worker.tools._produce import Pacer, image_inputs
 
 
 class FakeClock:
@@ -137,96 +137,9 @@ def test_image_inputs_says_which_file_or_folder_is_unusable(tmp_path: Path) -> N
         image_inputs(tmp_path)
 
 
-class FakeError(KafkaError):
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class FakeProducer:
-    """A producer whose queue holds ``capacity`` messages; poll/flush deliver them."""
-
-    def __init__(
-        self, capacity: int = 1000, fail: Callable[[bytes], str | None] = lambda key: None
-    ) -> None:
-        self.capacity = capacity
-        self.fail = fail
-        self.queued: list[tuple[str, bytes, bytes, Callable[..., None]]] = []
-        self.delivered: list[tuple[str, bytes, bytes]] = []
-        self.polls: list[float] = []
-        self.stuck = 0  # messages flush() cannot deliver
-
-    def produce(
-        self, topic: str, *, key: bytes, value: bytes, on_delivery: Callable[..., None]
-    ) -> None:
-        if len(self.queued) >= self.capacity:
-            raise BufferError("Local: Queue full")
-        self.queued.append((topic, key, value, on_delivery))
-
-    def poll(self, timeout: float) -> int:
-        self.polls.append(timeout)
-        if timeout == 0:
-            return 0
-        served = self.queued[: len(self.queued) - self.stuck]
-        del self.queued[: len(served)]
-        for topic, key, value, callback in served:
-            error = self.fail(key)
-            if error is None:
-                self.delivered.append((topic, key, value))
-            callback(None if error is None else FakeError(error), None)
-        return len(served)
-
-    def flush(self, timeout: float) -> int:
-        self.poll(timeout)
-        return len(self.queued)
-
-
-def test_sender_waits_out_a_full_queue_by_polling_and_drops_nothing() -> None:
-    producer = FakeProducer(capacity=2)
-    sender = Sender(producer, "t")  # type: ignore[arg-type]
-    for n in range(7):
-        sender.send(f"k{n}".encode(), b"v" * n)
-    stats = sender.flush()
-    assert [key for _, key, _ in producer.delivered] == [f"k{n}".encode() for n in range(7)]
-    assert stats == SendStats(sent=7, bytes=21, delivered=7, failed=0, errors=[])
-    assert any(timeout > 0 for timeout in producer.polls)  # polled to make room
-
-
-def test_sender_counts_delivery_errors_and_keeps_the_first_few() -> None:
-    producer = FakeProducer(fail=lambda key: f"refused {key.decode()}" if key != b"ok" else None)
-    sender = Sender(producer, "t")  # type: ignore[arg-type]
-    for key in [b"ok", *(f"bad{n}".encode() for n in range(7))]:
-        sender.send(key, b"v")
-    stats = sender.flush()
-    assert (stats.sent, stats.delivered, stats.failed) == (8, 1, 7)
-    assert stats.errors == [f"refused bad{n}" for n in range(Sender.MAX_ERRORS_KEPT)]
-    assert "7 delivery errors (first: refused bad0)" in stats.summary(2.0)
-
-
-def test_sender_counts_what_flush_could_not_deliver_as_failed() -> None:
-    producer = FakeProducer()
-    producer.stuck = 2
-    sender = Sender(producer, "t")  # type: ignore[arg-type]
-    for n in range(3):
-        sender.send(bytes([n]), b"v")
-    stats = sender.flush(timeout_s=1)
-    assert (stats.delivered, stats.failed) == (1, 2)
-    assert stats.errors == ["not acknowledged within 1 s"]
-
-
-def test_sender_poll_rounds_a_wait_up_to_whole_milliseconds() -> None:
-    producer = FakeProducer()
-    sender = Sender(producer, "t")  # type: ignore[arg-type]
-    sender.poll(0.0004)
-    sender.poll(0.0)
-    assert producer.polls == [0.001, 0.0]
-
-
 def test_produce_requests_sends_count_requests_keyed_by_id() -> None:
     producer = FakeProducer(capacity=3)
-    sender = Sender(producer, "requests")  # type: ignore[arg-type]
+    sender = RequestSender(producer, "requests")  # type: ignore[arg-type]
     factory = RequestFactory("job", [torch.arange(4, dtype=torch.int32)])
     elapsed_s = produce_requests(sender, factory, 10, progress=False)
     assert elapsed_s >= 0
