@@ -6,7 +6,8 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 
 def result_consumer(
@@ -31,7 +32,12 @@ def result_consumer(
 def end_positions(
     consumer: Consumer, topics: Sequence[str], timeout_s: float
 ) -> list[TopicPartition]:
-    """Every partition of ``topics`` at its current end offset."""
+    """Every partition of ``topics`` at its current end offset.
+
+    A retriable refusal (a partition whose leader is moving, as right after
+    the topic was created) is asked again until ``timeout_s`` has passed.
+    """
+    deadline = time.monotonic() + timeout_s
     positions = []
     for topic in topics:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
@@ -39,9 +45,33 @@ def end_positions(
             raise ValueError(f"cannot read topic {topic!r}: {metadata.error.str()}")
         for partition in sorted(metadata.partitions):
             tp = TopicPartition(topic, partition)
-            high = consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
+            for attempt in Retrying(
+                retry=retry_if_exception(_retriable),
+                stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+                wait=wait_fixed(0.1),
+                reraise=True,
+            ):
+                with attempt:
+                    high = consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
             positions.append(TopicPartition(topic, partition, high))
     return positions
+
+
+#: Refusals while a new topic's partitions get their leaders.
+LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def _retriable(error: BaseException) -> bool:
+    if not isinstance(error, KafkaException):
+        return False
+    kafka_error = error.args[0]
+    return bool(kafka_error.retriable()) or kafka_error.code() in LEADER_MOVING
 
 
 def take(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:

@@ -139,6 +139,14 @@ class FakeConsumer:
         self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        return self._take(num_messages)
+
+    def poll(self, timeout: float = -1) -> FakeMessage | None:
+        taken = self._take(1)
+        return taken[0] if taken else None
+
+    def _take(self, num_messages: int) -> list[FakeMessage]:
+        """What consume() or poll() gets: callbacks served, then up to ``num_messages``."""
         assert not self.closed, "consume after close"
         reports, self._reports = self._reports, []
         for error, partitions in reports:

@@ -225,9 +225,21 @@ class WorkerLoop:
             self._inference.wait_for_room(self._poll_timeout())
             self._batcher.source_behind(True)
             return []
-        messages = self._consumer.consume(max(1, limit), self._poll_timeout())
+        if self._ready or self._batcher.next_deadline() is not None:
+            # A batch is forming: records that come before its deadline join it.
+            messages = self._consumer.consume(max(1, limit), self._poll_timeout())
+        else:
+            messages = self._first_records(max(1, limit))
         self._batcher.source_behind(limit == 0 or len(messages) >= limit)
         return messages
+
+    def _first_records(self, limit: int) -> list[Message]:
+        """Idle: the first record as soon as it comes (within ``_poll_timeout``), with what
+        else is there already; ``consume`` would wait its whole timeout for ``limit``."""
+        first = self._consumer.poll(self._poll_timeout())
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
     def _capacity(self) -> int:
         """Records the inference queue holds, and one batch more."""

@@ -297,7 +297,7 @@ def test_a_ready_batch_goes_to_the_model_before_the_next_poll(make_loop) -> None
     loop.send(0, *[f"r{i}" for i in range(batches * MAX_BATCH)])
     loop.step_until(model.entered.is_set)  # the first batch runs, held at the gate
     events: list[str] = []
-    submit, consume = loop.inference.try_submit, loop.consumer.consume
+    submit, consume, poll = loop.inference.try_submit, loop.consumer.consume, loop.consumer.poll
 
     def submitted(batch):
         accepted = submit(batch)
@@ -308,8 +308,12 @@ def test_a_ready_batch_goes_to_the_model_before_the_next_poll(make_loop) -> None
         events.append("consume")
         return consume(*args)
 
+    def polled(*args):
+        events.append("consume")
+        return poll(*args)
+
     loop.inference.try_submit = submitted
-    loop.consumer.consume = consumed
+    loop.consumer.consume, loop.consumer.poll = consumed, polled
     model.gate.set()  # the thread takes the next batch: room for the ready one
     loop.loop.step()
     assert "submit True" in events
@@ -396,3 +400,31 @@ def test_a_group_past_its_wait_fills_on_while_the_model_is_busy(make_loop) -> No
     model.gate.set()
     loop.step_until(lambda: len(loop.outbox.published) == QUEUE_BATCHES + 4)
     assert model.rows == [1] * (QUEUE_BATCHES + 1) + [3]
+
+
+def test_an_idle_loop_takes_the_first_record_as_it_comes(
+    make_loop,
+) -> None:
+    """``consume(n, timeout)`` waits out its timeout unless n records come: an idle worker
+    polls for one record (returned as soon as it is there), then takes what else is ready."""
+    loop = make_loop()
+    loop.start(0)
+    calls: list[tuple[str, int | None, float]] = []
+    poll, consume = loop.consumer.poll, loop.consumer.consume
+
+    def polled(timeout):
+        calls.append(("poll", None, timeout))
+        return poll(timeout)
+
+    def consumed(num_messages, timeout):
+        calls.append(("consume", num_messages, timeout))
+        return consume(num_messages, timeout)
+
+    loop.consumer.poll, loop.consumer.consume = polled, consumed
+    loop.loop.step()  # nothing there: one poll, its whole timeout
+    assert calls == [("poll", None, 0.1)]
+    loop.send(0, "a", "b", "c")
+    calls.clear()
+    loop.loop.step()  # the first record, and the two there with it, at once
+    assert [(name, timeout) for name, _, timeout in calls[:2]] == [("poll", 0.1), ("consume", 0)]
+    loop.step_until(lambda: sorted(loop.outbox.published) == ["a", "b", "c"])
