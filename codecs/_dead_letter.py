@@ -50,9 +50,13 @@ _INT_FIELDS = frozenset({"source_partition", "source_offset", "attempts", "time_
 
 
 def dead_letter_headers(original: Headers, info: DeadLetterInfo) -> HeaderList:
-    """The original headers (earlier ``torchkafka.*`` ones dropped) plus ``info``'s."""
+    """The original headers (earlier ``torchkafka.*`` ones dropped) plus ``info``'s.
+
+    An original header keeps its value as it came: a header without a value
+    (None) stays without one, it does not become empty.
+    """
     headers: HeaderList = [
-        (key, _as_bytes(value)) for key, value in original if not key.startswith(HEADER_PREFIX)
+        (key, value) for key, value in original if not key.startswith(HEADER_PREFIX)
     ]
     for attribute, suffix in _FIELDS.items():
         text = str(getattr(info, attribute))

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from torchkafka.codecs._errors import DecodeError, InvalidField
-from torchkafka.codecs._fields import describe
+from torchkafka.codecs._fields import describe, required
 from torchkafka.codecs._image import IMAGE_KIND, image_from_wire
 from torchkafka.codecs._limits import Limits
 from torchkafka.codecs._messages import Input
@@ -40,7 +40,7 @@ def tensors_from_wire(wire: dict[Any, Any], path: str, limits: Limits) -> dict[s
 def _input_from_wire(obj: object, limits: Limits) -> Input:
     if type(obj) is not dict:
         raise InvalidField("", f"expected a map, got {describe(obj)}")
-    kind = obj.get("kind")
+    kind = required(obj, "kind", str, "")
     if kind == TENSOR_KIND:
         return tensor_from_wire(obj, limits)
     if kind == IMAGE_KIND:

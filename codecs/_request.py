@@ -26,8 +26,12 @@ def request_head(request: Request) -> dict[str, Any]:
     return envelope
 
 
-def decode_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request:
-    """Decode and validate a request; raises a ``DecodeError`` for any bad input."""
+def decode_request(data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Request:
+    """Decode and validate a request; raises a ``DecodeError`` for any bad input.
+
+    ``data`` is a record's value: None for a record without one (a tombstone),
+    which is ``malformed_msgpack``.
+    """
     envelope = unpack_envelope(data, limits)
     request_id = decode_id(envelope, limits)
     inputs = required(envelope, "inputs", dict, "$")

@@ -124,6 +124,14 @@ def deeply_nested_meta(depth: int) -> bytes:
     return head[:-1] + b"\x91" * depth + b"\x00"
 
 
+def _with_pair(envelope: dict[str, Any], key: str, value: object) -> bytes:
+    """``envelope`` packed with one more pair at its end (which may repeat a key)."""
+    packed = pack(envelope)
+    if not 0x80 <= packed[0] < 0x8F:
+        raise ValueError("a fixmap of at most 14 pairs is needed")
+    return bytes([packed[0] + 1]) + packed[1:] + pack(key) + pack(value)
+
+
 _CASES: list[tuple[str, Callable[[], bytes], type[DecodeError]]] = [
     ("empty message", lambda: b"", MalformedMessage),
     ("reserved msgpack byte", lambda: b"\xc1", MalformedMessage),
@@ -131,6 +139,14 @@ _CASES: list[tuple[str, Callable[[], bytes], type[DecodeError]]] = [
     ("trailing bytes", lambda: pack(request_map()) + b"\x00", MalformedMessage),
     ("invalid utf-8 string", lambda: b"\x81\xa1v\xa2\xff\xfe", MalformedMessage),
     ("integer map key", lambda: b"\x81\x01\x01", MalformedMessage),
+    ("binary map key", lambda: pack({"v": 1, b"id": "case-1"}), MalformedMessage),
+    ("duplicate map key", lambda: _with_pair(request_map(), "id", "case-2"), MalformedMessage),
+    (
+        "timestamp ext of 3 bytes in meta",
+        # meta is the last value: nil, replaced by ext 8 of type -1 and length 3.
+        lambda: pack(request_map(meta=None))[:-1] + b"\xc7\x03\xff\x00\x00\x00",
+        MalformedMessage,
+    ),
     ("nesting too deep", lambda: deeply_nested_meta(100_000), MalformedMessage),
     (
         "message too large",

@@ -46,7 +46,13 @@ from torchkafka.worker.kafka import (
     make_producer,
     transactional_settings,
 )
-from torchkafka.worker.model import Reloader, build_runtime, resolve_device, watched_files
+from torchkafka.worker.model import (
+    Reloader,
+    build_runtime,
+    input_dtype,
+    resolve_device,
+    watched_files,
+)
 from torchkafka.worker.ops import Health, WorkerMetrics, health_endpoints
 from torchkafka.worker.pipeline import (
     BatchSizer,
@@ -59,6 +65,7 @@ from torchkafka.worker.pipeline import (
     GuardedPublisher,
     ImageDecoder,
     InferenceWorker,
+    InputSpec,
     MicroBatcher,
     NoDedup,
     Outbox,
@@ -114,6 +121,7 @@ def _run(
         model = config.model
         device = resolve_device(model.device)
         device_jpeg = DeviceJpeg(device) if model.gpu_jpeg else None
+        model_input = InputSpec(model.input_name, input_dtype(model))
         runtime = build_runtime(model, device, config.workers)
         log.info(
             "model loaded",
@@ -215,7 +223,7 @@ def _run(
             guarded,
             dedup,
             DEFAULT_LIMITS,
-            model.input_name,
+            model_input,
             me,
             fail_open=config.dedup.redis_outage == "fail-open",
             images=images,

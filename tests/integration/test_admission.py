@@ -19,6 +19,7 @@ from torchkafka.worker.pipeline import (
     DedupStore,
     Gate,
     ImageDecoder,
+    InputSpec,
     Record,
     RetrySettings,
 )
@@ -36,7 +37,8 @@ def gate(kafka_bootstrap: str, store: DedupStore) -> Iterator[Gate]:
     producer = Producer({"bootstrap.servers": kafka_bootstrap})  # the gate publishes nothing here
     publisher = KafkaPublisher(producer, "out", "dead", "w1", WorkerMetrics())
     images = ImageDecoder(1)
-    yield Gate(publisher, store, DEFAULT_LIMITS, "x", "w1", fail_open=False, images=images)
+    model_input = InputSpec("x", "uint8")  # the images' dtype
+    yield Gate(publisher, store, DEFAULT_LIMITS, model_input, "w1", fail_open=False, images=images)
     images.close()
     producer.flush(5)
 

@@ -19,7 +19,7 @@ from tests.integration.helpers import (
 )
 from tests.support.tiny_models import FEATURES, save_torchscript, tiny_mlp
 from torchkafka.codecs import Result, decode_result
-from torchkafka.worker.model._loader import VERSION_DIGITS
+from torchkafka.worker.model._versions import VERSION_DIGITS
 
 EXAMPLE = torch.zeros(1, FEATURES)
 

@@ -153,7 +153,12 @@ def test_images_decode_off_the_polling_thread_and_a_corrupt_one_is_dead_lettered
         for rid, data in sent.items()
     ]
     config = config_for(
-        topics, kafka_bootstrap, redis_url, model=IMAGE_MODEL, image_decode_threads=2
+        topics,
+        kafka_bootstrap,
+        redis_url,
+        model=IMAGE_MODEL,
+        input_dtype="uint8",
+        image_decode_threads=2,
     )
     worker = start_worker(config)
     produce(kafka_bootstrap, topics.input, values)

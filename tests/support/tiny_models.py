@@ -27,6 +27,12 @@ def tiny_mlp(seed: int = 0) -> nn.Module:
     return module.eval()
 
 
+def default_init_mlp() -> nn.Module:
+    """The same MLP as ``tiny_mlp``, initialized as torch does by default (its global
+    generator)."""
+    return nn.Sequential(nn.Linear(FEATURES, 8), nn.ReLU(), nn.Linear(8, CLASSES))
+
+
 def returns_int() -> int:
     return 42
 

@@ -117,7 +117,11 @@ class ModelSettings:
     )
     weights: Path | None = setting("local state-dict file for torchvision models", None)
     device: str = setting("cpu, cuda, cuda:N or auto", "auto")
-    preprocess: str = setting("none, or imagenet (uint8 images -> normalized float)", "none")
+    preprocess: str = setting(
+        "none, or imagenet ([3, H, W] images, uint8 pixels or floats in [0, 1] -> float32 "
+        "normalized with ImageNet's mean and std)",
+        "none",
+    )
     postprocess: str = setting("raw (the output tensors) or topk:K", "raw")
     input_name: str = setting("which named request input feeds the model", "x")
     input_shape: tuple[int, ...] | None = setting(
@@ -125,7 +129,12 @@ class ModelSettings:
         "batch bucket is warmed up before joining the group (needed by every backend but eager)",
         None,
     )
-    input_dtype: str = setting("dtype of that input, a wire dtype such as uint8", "float32")
+    input_dtype: str | None = setting(
+        "the one dtype of that input the model takes, a wire dtype such as uint8: tensors of "
+        "another are dead-lettered (unsupported_dtype), and images (uint8 pixels) are taken "
+        "only when it is uint8 (default: uint8 with --preprocess imagenet, else float32)",
+        None,
+    )
     gpu_jpeg: bool = setting(
         "decode JPEG inputs on the model's CUDA device (nvJPEG via torchvision); PNG stays on "
         "the CPU",

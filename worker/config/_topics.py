@@ -17,11 +17,16 @@ class TopicsSettings:
     """Partitions, replication and configs of the input, output and dead-letter topics."""
 
     partitions: int = setting(
-        "partitions of the input and output topics: `topics apply` creates them so and adds "
-        "partitions up to it, never removes any; at most this many workers of a group are busy",
+        "partitions of the input and output topics (and of retry tiers' topics), not of the "
+        "dead-letter topic: `topics apply` creates them so and adds partitions up to it, never "
+        "removes any; at most this many workers of a group are busy",
         4,
     )
-    dead_letter_partitions: int = setting("partitions of the dead-letter topic", 1)
+    dead_letter_partitions: int = setting(
+        "partitions of the dead-letter topic, whatever --partitions says: dead letters are "
+        "few, and one partition keeps them in one order for `torchkafka dlq`",
+        1,
+    )
     replication_factor: int = setting(
         "replicas of every partition of the three topics (set when a topic is created)", 1
     )

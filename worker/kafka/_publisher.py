@@ -164,7 +164,7 @@ class KafkaPublisher:
             headers = dead_letter_headers(original, info)
             self._produce(to, record, request_id, value, headers, on_too_large, key)
 
-        value = f"the value, {len(record.value)} bytes"
+        value = f"the value, {len(record.value or b'')} bytes"
 
         def bare(limit: KafkaError) -> None:
             key = f"the key, {len(record.key or b'')} bytes"

@@ -11,7 +11,7 @@ from torchkafka.worker.model._calibration import load_calibration
 from torchkafka.worker.model._loader import LoadedModel, load_model, resolve_device
 from torchkafka.worker.model._reload import Reloader
 from torchkafka.worker.model._runtime import Launched, ModelRuntime, cpu_threads
-from torchkafka.worker.model._setup import build_runtime, watched_files
+from torchkafka.worker.model._setup import build_runtime, input_dtype, watched_files
 from torchkafka.worker.model._spec import ModelSpec, parse_model_spec
 from torchkafka.worker.model._transforms import (
     IMAGENET_MEAN,
@@ -33,6 +33,7 @@ __all__ = [
     "build_artifact",
     "build_runtime",
     "cpu_threads",
+    "input_dtype",
     "load_calibration",
     "load_model",
     "optimize",

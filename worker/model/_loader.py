@@ -1,21 +1,14 @@
 """Loading the model a spec names onto a device, failing at start-up, never later.
 
 A loaded model's ``name`` is the torchvision model name, the artifact's file
-stem (``model`` for ``model.pt2``) or the factory path. Its ``version``
-follows one rule:
-
-- a file is involved (the torchscript, export or aoti artifact, or a weights
-  file for torchvision and python models): the first 12 hex digits of the
-  file's SHA-256, so the same bytes always report the same version;
-- torchvision without weights: ``"random-init"``;
-- python without weights: the factory path, ``package.module:factory``
-  (the factory decides its parameters).
+stem (``model`` for ``model.pt2``) or the factory path. Its ``version`` is a
+content hash (``_versions``): of the artifact file, or of the state dict of a
+torchvision or python model (built under a fixed seed, weights loaded).
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import inspect
 import re
@@ -29,9 +22,7 @@ from torch.export.passes import move_to_device_pass
 
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.model._spec import ModelSpec
-
-RANDOM_INIT = "random-init"
-VERSION_DIGITS = 12
+from torchkafka.worker.model._versions import file_version, seeded_init, weights_version
 
 _CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
 
@@ -79,15 +70,13 @@ def load_model(spec: ModelSpec, weights: Path | None, device: torch.device) -> L
             raise StartupError(f"{spec} carries its own weights; do not pass a weights file too")
         path = _existing_file(str(spec.artifact), spec.kind)
         load = _ARTIFACT_LOADERS[spec.kind]
-        return LoadedModel(load(path, device), path.stem, _file_version(path))
-    if spec.kind == "torchvision":
-        module, name, version = _build_torchvision(spec.target), spec.target, RANDOM_INIT
-    else:
-        module, name, version = _build_from_factory(spec.target), spec.target, spec.target
+        return LoadedModel(load(path, device), path.stem, file_version(path))
+    build = _build_torchvision if spec.kind == "torchvision" else _build_from_factory
+    with seeded_init():
+        module = build(spec.target)
     if weights is not None:
         _load_state_dict(module, _existing_file(str(weights), "weights"), spec)
-        version = _file_version(weights)
-    return LoadedModel(module.to(device).eval(), name, version)
+    return LoadedModel(module.to(device).eval(), spec.target, weights_version(module))
 
 
 def _existing_file(path_text: str, what: str) -> Path:
@@ -95,11 +84,6 @@ def _existing_file(path_text: str, what: str) -> Path:
     if not path.is_file():
         raise StartupError(f"{what} file not found: {path}")
     return path
-
-
-def _file_version(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()[:VERSION_DIGITS]
 
 
 def _load_torchscript(path: Path, device: torch.device) -> torch.nn.Module:

@@ -21,7 +21,12 @@ from torchkafka.worker.model._calibration import load_calibration
 from torchkafka.worker.model._loader import LoadedModel, load_model
 from torchkafka.worker.model._runtime import ModelRuntime
 from torchkafka.worker.model._spec import parse_model_spec
-from torchkafka.worker.model._transforms import Preprocess, parse_postprocess, parse_preprocess
+from torchkafka.worker.model._transforms import (
+    Preprocess,
+    model_dtype,
+    parse_postprocess,
+    parse_preprocess,
+)
 
 #: Rows of the seeded random example batch the optimized model is checked on.
 EXAMPLE_SEED = 0
@@ -57,7 +62,7 @@ def build_runtime(settings: ModelSettings, device: torch.device, processes: int)
         cuda_graphs=settings.cuda_graphs,
     )
     if settings.input_shape is not None:
-        runtime.warmup([(settings.input_shape, input_dtype(settings))])
+        runtime.warmup([(settings.input_shape, DTYPES[input_dtype(settings)])])
     return runtime
 
 
@@ -89,14 +94,13 @@ def optimized_model(
     return LoadedModel(built, loaded.name, loaded.version)
 
 
-def input_dtype(settings: ModelSettings) -> torch.dtype:
-    """The torch dtype of ``input_dtype`` (a wire dtype name)."""
-    dtype = DTYPES.get(settings.input_dtype)
-    if dtype is None:
-        raise StartupError(
-            f"unknown input_dtype {settings.input_dtype!r:.40}; use one of {', '.join(DTYPES)}"
-        )
-    return dtype
+def input_dtype(settings: ModelSettings) -> str:
+    """The dtype (a wire name) of the model's input: the only one the worker takes for it.
+
+    ``input_dtype``, or the preprocessing's default; ``StartupError`` for one
+    it cannot take.
+    """
+    return model_dtype(settings.preprocess, settings.input_dtype)
 
 
 def example_rows(settings: ModelSettings) -> torch.Tensor:
@@ -107,10 +111,10 @@ def example_rows(settings: ModelSettings) -> torch.Tensor:
             f"{' channels_last' if settings.channels_last else ''} needs --input-shape: "
             "an example input to build and check the optimized model on"
         )
-    input_dtype(settings)  # a clear error for an unknown name first
+    dtype = input_dtype(settings)
     return torch.stack(
         [
-            synthetic_input(settings.input_shape, settings.input_dtype, EXAMPLE_SEED + row)
+            synthetic_input(settings.input_shape, dtype, EXAMPLE_SEED + row)
             for row in range(settings.max_batch_size)
         ]
     )

@@ -9,10 +9,12 @@ other rows of the batch (one copy of each output, made for them).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 import torch
 
+from torchkafka.codecs import DTYPES
 from torchkafka.worker._errors import StartupError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,6 +22,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PREPROCESS_FORMS = ("none", "imagenet")
 POSTPROCESS_FORMS = ("raw", "topk:K")
+
+#: The input dtypes (wire names) each preprocessing can take, the first its default:
+#: ``imagenet`` scales uint8 pixels, or normalizes floating images already in [0, 1];
+#: ``none`` hands the model what came, so any dtype (float32 unless set).
+PREPROCESS_DTYPES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "none": ("float32", *(name for name in DTYPES if name != "float32")),
+        "imagenet": ("uint8", "float16", "bfloat16", "float32", "float64"),
+    }
+)
 
 
 class Preprocess(Protocol):
@@ -120,9 +132,36 @@ def parse_preprocess(text: str) -> Preprocess:
         return PassThrough()
     if text == "imagenet":
         return ImagenetNormalize()
-    raise StartupError(
+    raise _unknown_preprocess(text)
+
+
+def _unknown_preprocess(text: str) -> StartupError:
+    return StartupError(
         f"unknown preprocessing {text!r:.40}; use one of {', '.join(PREPROCESS_FORMS)}"
     )
+
+
+def model_dtype(preprocess: str, input_dtype: str | None) -> str:
+    """The one dtype (a wire name) a worker takes for its model input: ``input_dtype``, or
+    the preprocessing's default (``imagenet``: uint8; ``none``: float32).
+
+    ``StartupError`` for an unknown name, or one the preprocessing cannot take.
+    """
+    accepted = PREPROCESS_DTYPES.get(preprocess)
+    if accepted is None:
+        raise _unknown_preprocess(preprocess)
+    if input_dtype is None:
+        return accepted[0]
+    if input_dtype not in DTYPES:
+        raise StartupError(
+            f"unknown input_dtype {input_dtype!r:.40}; use one of {', '.join(DTYPES)}"
+        )
+    if input_dtype not in accepted:
+        raise StartupError(
+            f"{preprocess} preprocessing cannot take {input_dtype} inputs; "
+            f"set input_dtype to one of {', '.join(accepted)}"
+        )
+    return input_dtype
 
 
 def parse_postprocess(text: str) -> Postprocess:

@@ -32,6 +32,7 @@ from torchkafka.worker.pipeline._images import (
     decode_threads,
 )
 from torchkafka.worker.pipeline._inference import InferenceWorker
+from torchkafka.worker.pipeline._input_spec import InputSpec
 from torchkafka.worker.pipeline._no_dedup import NoDedup
 from torchkafka.worker.pipeline._offsets import OffsetTracker
 from torchkafka.worker.pipeline._parking import Parking
@@ -61,6 +62,7 @@ __all__ = [
     "Handoff",
     "ImageDecoder",
     "InferenceWorker",
+    "InputSpec",
     "MicroBatcher",
     "ModelInput",
     "NoDedup",

@@ -20,6 +20,7 @@ from torchkafka.worker._reasons import WorkerReason
 from torchkafka.worker.pipeline._dedup import Dedup
 from torchkafka.worker.pipeline._deliveries import Publisher
 from torchkafka.worker.pipeline._images import ImageDecoder
+from torchkafka.worker.pipeline._input_spec import InputSpec
 from torchkafka.worker.pipeline._records import Admitted, Record
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,7 @@ class Gate:
         publisher: Publisher,
         dedup: Dedup,
         limits: Limits,
-        input_name: str,
+        model_input: InputSpec,
         owner: str,
         fail_open: bool,
         images: ImageDecoder,
@@ -55,7 +56,7 @@ class Gate:
         self._images = images
         self._dedup = dedup
         self._limits = limits
-        self._input_name = input_name
+        self._input = model_input
         self._owner = owner
         self._fail_open = fail_open
         self._failing_open = False  # logged once per outage, not once per poll
@@ -181,14 +182,9 @@ class Gate:
             return None
         try:
             request = decode_request(record.value, self._limits)
-            value = request.inputs.get(self._input_name)
-            if value is None:
-                names = ", ".join(sorted(request.inputs))
-                self._publisher.dead_letter(
-                    record,
-                    WorkerReason.UNUSABLE_INPUT,
-                    f"$.inputs: no input named {self._input_name!r} (has {names})",
-                )
+            refused = self._input.refusal(request.inputs)
+            if refused is not None:
+                self._publisher.dead_letter(record, *refused)
                 return None
         except DecodeError as exc:
             self._publisher.dead_letter(record, exc.reason, str(exc))
@@ -198,7 +194,7 @@ class Gate:
             error = f"{type(exc).__name__}: {exc}"
             self._publisher.dead_letter(record, WorkerReason.INTERNAL_ERROR, error)
             return None
-        return Admitted(record, request, value)
+        return Admitted(record, request, request.inputs[self._input.name])
 
     def _started(self, admitted: Admitted) -> Admitted:
         """``admitted`` with its image's pixels decoding (a tensor input as it is)."""

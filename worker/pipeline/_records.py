@@ -21,7 +21,8 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    #: None: the record has no value (a tombstone); its dead letter has none either.
+    value: bytes | None
     headers: list[tuple[str, str | bytes | None]]
     received_s: float
     #: Why the headers could not be read (they are then empty): the record is dead-lettered.

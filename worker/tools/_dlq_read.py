@@ -81,7 +81,7 @@ class DeadLetter:
     offset: int
     timestamp_ms: int
     key: bytes | None
-    value: bytes | None  # None: the worker left it out (too large to dead-letter whole)
+    value: bytes | None  # None: the input had none (a tombstone), or it was too large to keep
     #: The input record's own headers (the ``torchkafka.*`` ones removed).
     headers: HeaderList = field(default_factory=list)
     info: DeadLetterInfo | None = None  # None: no readable torchkafka.* headers
@@ -95,7 +95,7 @@ class DeadLetter:
     def describe_value(self) -> str:
         """The value decoded as a request, as far as it decodes."""
         if self.value is None:
-            return "no value (left out of the dead letter)"
+            return "no value (the input had none, or it was left out: see the error)"
         try:
             request = decode_request(self.value)
         except DecodeError as exc:

@@ -83,7 +83,16 @@ def run_topics(
             apply_plan(admin, creates, timeout_s)
             created = {change.spec.name for change in creates.changes}
             for spec in specs:
-                print(f"{spec.name}: {'created' if spec.name in created else 'exists'}", file=out)
+                print(
+                    f"{spec.name}: {_created(spec) if spec.name in created else 'exists'}", file=out
+                )
+            if specs[2].name in created and specs[2].partitions != config.topics.partitions:
+                print(
+                    f"the dead-letter topic has {_partitions(specs[2].partitions)}, not "
+                    f"{config.topics.partitions}: it is dead_letter_partitions "
+                    "(--dead-letter-partitions), --partitions is the other topics'",
+                    file=out,
+                )
             return 0
         print_plan(plan, out)
         if action == "plan" or plan.in_sync:
@@ -97,6 +106,14 @@ def run_topics(
     except TopologyError as exc:
         print(f"torchkafka topics {action}: {exc}", file=sys.stderr)
         return 1
+
+
+def _created(spec: TopicSpec) -> str:
+    return f"created, {_partitions(spec.partitions)}, replication factor {spec.replication_factor}"
+
+
+def _partitions(count: int) -> str:
+    return f"{count} partition{'' if count == 1 else 's'}"
 
 
 def print_plan(plan: Plan, out: TextIO) -> None:

@@ -1,11 +1,13 @@
 """docs/wire-format.md's byte-exact examples are what the codecs read and write."""
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from torchkafka.codecs import (
+    Input,
     ModelInfo,
     Result,
     decode_request,
@@ -13,8 +15,17 @@ from torchkafka.codecs import (
     encode_request,
     encode_result,
 )
+from torchkafka.worker.config import ModelSettings
+from torchkafka.worker.model import input_dtype
+from torchkafka.worker.pipeline import InputSpec
 
 DOC = Path(__file__).parents[3] / "docs" / "wire-format.md"
+
+
+def taken_by_a_default_worker(inputs: Mapping[str, Input]) -> bool:
+    """Whether a worker with the default input settings runs its model on ``inputs``."""
+    settings = ModelSettings(spec="torchvision:resnet18")  # any model: the inputs' defaults
+    return InputSpec(settings.input_name, input_dtype(settings)).refusal(inputs) is None
 
 
 def example_bytes(marker: str) -> bytes:
@@ -35,6 +46,7 @@ def test_request_example() -> None:
     assert isinstance(tensor, torch.Tensor)
     assert torch.equal(tensor, torch.tensor([1.0, -2.5]))
     assert encode_request(request) == data
+    assert taken_by_a_default_worker(request.inputs)
 
 
 def test_result_example() -> None:
@@ -73,6 +85,7 @@ def test_the_plain_msgpack_python_example_writes_a_valid_request() -> None:
     assert isinstance(value, bytes)
     request = decode_request(value)
     assert request.id == "order-42"
-    image = request.inputs["image"]
-    assert isinstance(image, torch.Tensor)
-    assert image.shape == (3, 224, 224)
+    assert taken_by_a_default_worker(request.inputs)
+    features = request.inputs["x"]
+    assert isinstance(features, torch.Tensor)
+    assert (features.dtype, features.shape) == (torch.float32, (3, 224, 224))

@@ -77,7 +77,24 @@ def test_create_creates_the_missing_topics_with_their_size_limits(
         "16847872",  # 5 KiB more: the dead letter of such a record, and batch framing
         "16847872",
     ]
-    assert capsys.readouterr().out == "in: created\nout: created\ndlq: created\n"
+    assert capsys.readouterr().out.splitlines() == [
+        "in: created, 6 partitions, replication factor 1",
+        "out: created, 6 partitions, replication factor 1",
+        "dlq: created, 1 partition, replication factor 1",
+        "the dead-letter topic has 1 partition, not 6: it is dead_letter_partitions "
+        "(--dead-letter-partitions), --partitions is the other topics'",
+    ]
+
+
+def test_create_says_nothing_more_when_the_dead_letter_topic_has_the_partitions_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    FakeCluster(monkeypatch)
+    args = ["--partitions", "3", "--dead-letter-partitions", "3"]
+    assert cli.main(["topics", "create", *TOPICS, *args]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "dlq: created, 3 partitions, replication factor 1"
+    )
 
 
 def test_apply_changes_nothing_without_yes(

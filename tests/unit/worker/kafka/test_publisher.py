@@ -87,7 +87,7 @@ def publisher(producer: SizeLimitedProducer) -> KafkaPublisher:
     return KafkaPublisher(producer, "out", "dlq", "w1", WorkerMetrics())  # type: ignore[arg-type]
 
 
-def record(value: bytes, key: bytes = b"k", trace: bytes = b"t1") -> Record:
+def record(value: bytes | None, key: bytes = b"k", trace: bytes | None = b"t1") -> Record:
     return Record("in", 0, 7, key, value, [("trace", trace)], time.monotonic())
 
 
@@ -138,6 +138,17 @@ def test_results_refused_otherwise_raise() -> None:
     with pytest.raises(KafkaException, match="UNKNOWN_TOPIC"):
         out.results([ResultMessage(record(b"request"), "r1", b"result")])
     assert out.completed() == []
+
+
+def test_a_tombstone_and_a_header_without_value_are_dead_lettered_as_they_came() -> None:
+    producer = SizeLimitedProducer()
+    out = publisher(producer)
+    out.dead_letter(record(None, trace=None), "malformed_msgpack", "$: no value", None)
+    assert settled(producer, out) == [Outcome.DEAD_LETTER]
+    (letter,) = producer.sent
+    assert (letter.key, letter.value) == (b"k", None)
+    assert letter.headers is not None
+    assert letter.headers[0] == ("trace", None)
 
 
 def test_an_input_too_large_for_the_dead_letter_topic_goes_without_its_value() -> None:

@@ -13,9 +13,11 @@ from tests.support import tiny_models
 from tests.support.tiny_models import FACTORY, Payload, save_exported, save_torchscript
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.model import LoadedModel, load_model, parse_model_spec, resolve_device
-from torchkafka.worker.model._loader import RANDOM_INIT
+from torchkafka.worker.model._versions import weights_version
 
 CPU = torch.device("cpu")
+#: A model initialized by torch's global generator, as most are.
+DEFAULT_INIT = "tests.support.tiny_models:default_init_mlp"
 
 
 def load(spec: str, weights: Path | None = None) -> LoadedModel:
@@ -67,24 +69,59 @@ def test_export_loads_with_the_source_outputs(tmp_path, source, x) -> None:
     assert (loaded.name, loaded.version) == ("mlp", sha_prefix(path))
 
 
-def test_python_factory_without_weights_is_versioned_by_its_path(x) -> None:
+def test_python_factory_without_weights_is_versioned_by_its_weights(x) -> None:
     loaded = load(f"python:{FACTORY}")
     assert not loaded.module.training
     torch.testing.assert_close(run(loaded.module, x), run(tiny_models.tiny_mlp(), x))
-    assert loaded.name == loaded.version == FACTORY
+    assert loaded.name == FACTORY
+    assert loaded.version == weights_version(tiny_models.tiny_mlp())
+    assert re.fullmatch(r"[0-9a-f]{12}", loaded.version)
 
 
 def test_python_factory_with_weights_takes_them(state_dict_file, source, x) -> None:
     loaded = load(f"python:{FACTORY}", state_dict_file)
     torch.testing.assert_close(run(loaded.module, x), run(source, x))
-    assert loaded.version == sha_prefix(state_dict_file)
+    assert loaded.version == weights_version(source), "the weights' version, whatever the file"
+    assert loaded.version != load(f"python:{FACTORY}").version
 
 
 def test_torchvision_resnet18_random_init_runs() -> None:
     loaded = load("torchvision:resnet18")
-    assert (loaded.name, loaded.version) == ("resnet18", RANDOM_INIT)
+    assert loaded.name == "resnet18"
     assert not loaded.module.training
     assert run(loaded.module, torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("spec", ["torchvision:squeezenet1_1", f"python:{DEFAULT_INIT}"])
+def test_random_init_is_seeded_so_two_builds_compute_the_same_function(spec: str) -> None:
+    """Every worker of a group builds the same weights, and says so with the same version."""
+    torch.manual_seed(1)
+    first = load(spec)
+    torch.manual_seed(2)  # the global generator's state does not matter
+    second = load(spec)
+    images = torch.rand(2, 3, 64, 64) if spec.startswith("torchvision") else torch.rand(2, 4)
+    assert torch.equal(run(first.module, images), run(second.module, images))
+    assert first.version == second.version
+
+
+def test_random_init_leaves_the_global_generator_as_it_was() -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load(f"python:{DEFAULT_INIT}")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_different_weights_have_different_versions() -> None:
+    a, b = tiny_models.tiny_mlp(seed=1), tiny_models.tiny_mlp(seed=1)
+    assert weights_version(a) == weights_version(b)
+    with torch.no_grad():
+        next(b.parameters()).view(-1)[0] += 1e-3
+    assert weights_version(a) != weights_version(b)
+    assert weights_version(a) != weights_version(a.to(torch.float64))
+    assert weights_version(tiny_models.tiny_mlp(seed=1)) != weights_version(
+        tiny_models.tiny_mlp(seed=2)
+    )
 
 
 def test_torchvision_with_weights_takes_them(tmp_path) -> None:
@@ -95,7 +132,7 @@ def test_torchvision_with_weights_takes_them(tmp_path) -> None:
     loaded = load("torchvision:squeezenet1_1", path)
     images = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(run(loaded.module, images), run(source, images))
-    assert loaded.version == sha_prefix(path)
+    assert loaded.version == weights_version(source)
 
 
 def test_torchvision_never_downloads_a_backbone(monkeypatch) -> None:
@@ -103,7 +140,7 @@ def test_torchvision_never_downloads_a_backbone(monkeypatch) -> None:
         raise AssertionError("tried to download weights")
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_download)
-    assert load("torchvision:lraspp_mobilenet_v3_large").version == RANDOM_INIT
+    assert load("torchvision:lraspp_mobilenet_v3_large").name == "lraspp_mobilenet_v3_large"
 
 
 def test_weights_only_refuses_arbitrary_objects(tmp_path, source) -> None:

@@ -74,6 +74,10 @@ def test_buckets_are_warmed_up_and_pad_batches() -> None:
             {"backend": "torchscript", "input_shape": (4,), "input_dtype": "float128"},
             "unknown input_dtype 'float128'",
         ),
+        (
+            {"preprocess": "imagenet", "input_shape": (3, 4, 4), "input_dtype": "int64"},
+            "imagenet preprocessing cannot take int64 inputs",
+        ),
     ],
 )
 def test_settings_that_cannot_build_a_model(overrides: dict[str, Any], message: str) -> None:

@@ -3,13 +3,16 @@
 import pytest
 import torch
 
+from torchkafka.codecs import DTYPES
 from torchkafka.worker._errors import StartupError
 from torchkafka.worker.model import IMAGENET_MEAN, IMAGENET_STD, parse_postprocess, parse_preprocess
 from torchkafka.worker.model._transforms import (
+    PREPROCESS_DTYPES,
     ImagenetNormalize,
     PassThrough,
     RawOutputs,
     TopK,
+    model_dtype,
     split_rows,
 )
 
@@ -32,6 +35,28 @@ def test_parse_preprocess() -> None:
         StartupError, match="unknown preprocessing 'resize'; use one of none, imagenet"
     ):
         parse_preprocess("resize")
+
+
+def test_the_model_dtype_defaults_to_the_preprocessings_and_must_be_one_it_takes() -> None:
+    assert (model_dtype("none", None), model_dtype("imagenet", None)) == ("float32", "uint8")
+    assert model_dtype("none", "int64") == "int64"
+    assert model_dtype("imagenet", "float16") == "float16"
+    with pytest.raises(StartupError, match="imagenet preprocessing cannot take int16 inputs"):
+        model_dtype("imagenet", "int16")
+    with pytest.raises(StartupError, match="unknown input_dtype 'float128'"):
+        model_dtype("none", "float128")
+    with pytest.raises(StartupError, match="unknown preprocessing 'resize'"):
+        model_dtype("resize", None)
+
+
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_imagenet_runs_every_dtype_it_is_said_to_take_and_refuses_the_others(name: str) -> None:
+    batch = torch.zeros(1, 3, 2, 2, dtype=DTYPES[name])
+    if name in PREPROCESS_DTYPES["imagenet"]:
+        assert ImagenetNormalize()(batch).dtype == torch.float32
+    else:
+        with pytest.raises(ValueError, match="imagenet preprocessing needs uint8 or floating"):
+            ImagenetNormalize()(batch)
 
 
 def test_none_passes_the_batch_through() -> None:

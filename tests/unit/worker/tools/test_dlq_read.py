@@ -67,7 +67,9 @@ def test_values_are_described_as_far_as_they_decode() -> None:
     assert (
         letter("x", None, 0, b"\xc1").describe_value().startswith("1 bytes, not a valid request: ")
     )
-    assert letter("x", None, 0, None).describe_value() == "no value (left out of the dead letter)"
+    assert letter("x", None, 0, None).describe_value() == (
+        "no value (the input had none, or it was left out: see the error)"
+    )
 
 
 def test_the_id_is_read_from_any_map_and_nothing_else() -> None:
