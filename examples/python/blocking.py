@@ -1,11 +1,10 @@
 """The blocking client: send tensors one at a time and wait for each one's result.
 
-python examples/python/blocking.py --count 5 --shape 3,224,224
+python examples/python/blocking.py --count 5 --shape 3,224,224 --dtype uint8
 """
 
 from __future__ import annotations
 
-import torch
 from settings import from_arguments
 
 from torchkafka.client import Client, DeadLettered, RequestTimedOut
@@ -22,7 +21,7 @@ def main() -> None:
     ) as client:
         for n in range(count):
             try:
-                result = client.infer({"x": torch.rand(pipeline.shape)}, meta={"n": n})
+                result = client.infer({"x": pipeline.random_input()}, meta={"n": n})
             except DeadLettered as error:  # the worker could not run it: reason and text
                 print(f"{n}: dead-lettered: {error.reason}: {error.error}")
             except RequestTimedOut:  # no worker answered in time; the same id may be resent

@@ -24,7 +24,10 @@ from torchkafka.client import AsyncClient, DeadLettered, RequestTimedOut, TooMan
 
 
 class InferBody(BaseModel):
-    """A float32 tensor as its values (row-major) and shape; an id makes a retry idempotent."""
+    """A tensor as its values (row-major) and shape; an id makes a retry idempotent.
+
+    The values are cast to the model's dtype (TORCHKAFKA_DTYPE).
+    """
 
     values: list[float]
     shape: list[int]
@@ -35,6 +38,7 @@ class InferBody(BaseModel):
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """One client for the server's lifetime."""
     pipeline = from_environment()
+    app.state.dtype = pipeline.dtype
     async with AsyncClient(
         pipeline.connection,
         pipeline.input_topic,
@@ -54,7 +58,7 @@ async def infer(body: InferBody, request: Request) -> dict[str, Any]:
     """The model's outputs for one tensor; 422 if dead-lettered, 504 on timeout, 503 if busy."""
     client: AsyncClient = request.app.state.client
     try:
-        tensor = torch.tensor(body.values, dtype=torch.float32).reshape(body.shape)
+        tensor = torch.tensor(body.values).reshape(body.shape).to(request.app.state.dtype)
     except RuntimeError as exc:
         raise HTTPException(400, f"values do not fit the shape: {exc}") from exc
     try:

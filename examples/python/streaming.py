@@ -4,14 +4,13 @@ No future is waited on: ``results()`` yields every result and dead letter
 published since the client started (any producer's), so this one keeps its
 own by id prefix and stops when each of its requests has its outcome.
 
-    python examples/python/streaming.py --count 100 --shape 3,224,224
+    python examples/python/streaming.py --count 100 --shape 3,224,224 --dtype uint8
 """
 
 from __future__ import annotations
 
 import uuid
 
-import torch
 from settings import from_arguments
 
 from torchkafka.client import Client, DeadLettered, Submission
@@ -30,7 +29,7 @@ def main() -> None:
         client.results() as outcomes,
     ):
         client.submit_many(
-            [Submission({"x": torch.rand(pipeline.shape)}, id=f"{run}-{n}") for n in range(count)]
+            [Submission({"x": pipeline.random_input()}, id=f"{run}-{n}") for n in range(count)]
         )
         waiting = {f"{run}-{n}" for n in range(count)}
         for outcome in outcomes:
