@@ -19,7 +19,8 @@ def inputs_from_wire(wire: dict[Any, Any], path: str, limits: Limits) -> dict[st
     decoded: dict[str, Input] = {}
     for name, obj in wire.items():
         if type(name) is not str or not name:
-            raise InvalidField(path, f"names must be non-empty strings, got {describe(name)}")
+            got = "an empty string" if name == "" else describe(name)
+            raise InvalidField(path, f"names must be non-empty strings, got {got}")
         try:
             decoded[name] = _input_from_wire(obj, limits)
         except DecodeError as exc:

@@ -166,3 +166,29 @@ def test_other_image_modes_become_rgb(image: Image.Image, rgb: list[int]) -> Non
     decoded = decode_image(png(image))
     assert tuple(decoded.shape) == (3, 3, 4)
     assert decoded[:, 0, 0].tolist() == rgb
+
+
+@pytest.mark.parametrize(
+    "one", [b"\x01", b"\xcc\x01", b"\xcd\x00\x01", b"\xd3" + bytes(7) + b"\x01"]
+)
+def test_an_integer_of_any_width_is_read(one: bytes) -> None:
+    """``v`` = 1 as a fixint, uint8, uint16 and int64: a writer need not use the smallest form."""
+    shortest = pack(request_map())
+    assert shortest[:4] == b"\x83\xa1v\x01"  # {"v": 1, ...}: the map's first pair
+    assert decode_request(shortest[:3] + one + shortest[4:]).id == "case-1"
+
+
+def test_an_empty_input_name_is_said_to_be_empty() -> None:
+    assert reason_and_error(pack(request_map(inputs={"": tensor_map()}))) == (
+        Reason.INVALID_FIELD,
+        "$.inputs: names must be non-empty strings, got an empty string",
+    )
+
+
+def test_an_empty_tensor_carries_an_empty_bin_and_nil_data_is_missing() -> None:
+    empty = decode_request(pack(request_map(inputs={"x": tensor_map(shape=[0], data=b"")})))
+    tensor = empty.inputs["x"]
+    assert isinstance(tensor, torch.Tensor)
+    assert tensor.numel() == 0
+    nil = pack(request_map(inputs={"x": tensor_map(shape=[0], data=None)}))
+    assert reason_and_error(nil)[0] == Reason.MISSING_FIELD
