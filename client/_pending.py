@@ -80,12 +80,8 @@ class Pending(Generic[T]):
         with self._lock:
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, _, request_id, future = heapq.heappop(self._deadlines)
-                waiting = self._futures.get(request_id, [])
-                if future in waiting:
-                    waiting.remove(future)
-                    self._count -= 1
-                    if not waiting:
-                        del self._futures[request_id]
+                if self._drop(request_id, future):
+                    if request_id not in self._futures:  # its last future: remember the id
                         self._remember_timeout(request_id)
                     expired.append((request_id, future))
         for request_id, future in expired:
@@ -116,15 +112,21 @@ class Pending(Generic[T]):
     def _forget_cancelled(self, request_id: str, future: Future[T]) -> None:
         """A cancelled future no longer waits: its place is free (its deadline entry stays
         in the heap and is dropped when it comes up)."""
-        if not future.cancelled():
-            return
-        with self._lock:
-            waiting = self._futures.get(request_id, [])
-            if future in waiting:
-                waiting.remove(future)
-                self._count -= 1
-                if not waiting:
-                    del self._futures[request_id]
+        if future.cancelled():
+            with self._lock:
+                self._drop(request_id, future)
+
+    def _drop(self, request_id: str, future: Future[T]) -> bool:
+        """Stop counting ``future`` as waiting for ``request_id`` (hold the lock); whether
+        it was."""
+        waiting = self._futures.get(request_id, [])
+        if future not in waiting:
+            return False
+        waiting.remove(future)
+        self._count -= 1
+        if not waiting:
+            del self._futures[request_id]
+        return True
 
     def _remember_timeout(self, request_id: str) -> None:
         """Remember a timed-out id (hold the lock); the oldest are forgotten, outcome too."""
