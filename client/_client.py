@@ -132,7 +132,7 @@ class Client:
         self._closed = True
         self._producer.flush(10)
         self._router.stop()
-        self._pending.reject_all(ClientClosed("the client was closed"))
+        self._pending.close(ClientClosed("the client was closed"))
 
     def __enter__(self) -> Client:
         return self

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
 from typing import Generic, TypeVar
 
-from torchkafka.client._errors import RequestTimedOut, TooManyInFlight
+from torchkafka.client._errors import ClientError, RequestTimedOut, TooManyInFlight
 
 T = TypeVar("T")
 
@@ -37,6 +37,7 @@ class Pending(Generic[T]):
         self._sequence = 0
         self._timed_out: OrderedDict[str, None] = OrderedDict()
         self._late: dict[str, tuple[T | None, BaseException | None]] = {}
+        self._closed: ClientError | None = None
 
     def __len__(self) -> int:
         with self._lock:
@@ -46,6 +47,8 @@ class Pending(Generic[T]):
         """A future for ``request_id``'s outcome; ``RequestTimedOut`` at ``deadline``."""
         future: Future[T] = Future()
         with self._lock:
+            if self._closed is not None:
+                raise type(self._closed)(str(self._closed))
             late = self._late.pop(request_id, None)
             if late is not None:
                 self._timed_out.pop(request_id, None)
@@ -88,9 +91,11 @@ class Pending(Generic[T]):
             _settle(future, None, RequestTimedOut(f"no result for {request_id!r} in time"))
         return len(expired)
 
-    def reject_all(self, error: BaseException) -> None:
-        """Fail every future still waiting (the client is closing)."""
+    def close(self, error: ClientError) -> None:
+        """Fail every future still waiting with ``error``, and refuse new ones with it (the
+        client is closing, or can no longer read outcomes)."""
         with self._lock:
+            self._closed = error
             waiting = [f for futures in self._futures.values() for f in futures]
             self._futures.clear()
             self._deadlines.clear()

@@ -18,7 +18,7 @@ import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from torchkafka.client._consumers import end_positions, take
-from torchkafka.client._errors import DeadLettered, UnreadableOutcome
+from torchkafka.client._errors import ClientClosed, DeadLettered, UnreadableOutcome
 from torchkafka.client._outcomes import read_outcome
 from torchkafka.client._pending import Pending
 from torchkafka.codecs import Result
@@ -71,12 +71,16 @@ class ResultRouter:
         self._consumer.close()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in take(self._consumer, POLL, 0.1):
-                if message.error() is None:
-                    self.route(message)
-            self._pending.expire(time.monotonic())
-            self._tick()
+        try:
+            while not self._stop.is_set():
+                for message in take(self._consumer, POLL, 0.1):
+                    if message.error() is None:
+                        self.route(message)
+                self._pending.expire(time.monotonic())
+                self._tick()
+        except Exception as exc:  # a fatal consumer error: nothing would settle or expire them
+            log.error("the client's result reader failed", error=str(exc))
+            self._pending.close(ClientClosed(f"the client's result reader failed: {exc}"))
 
     def route(self, message: Message) -> None:
         """Settle the futures of the id ``message`` answers (a result or a dead letter)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torchkafka.client import RequestTimedOut, TooManyInFlight
+from torchkafka.client import ClientClosed, RequestTimedOut, TooManyInFlight
 from torchkafka.client._pending import Pending
 
 
@@ -44,13 +44,15 @@ def test_futures_past_their_deadline_time_out_and_free_their_place() -> None:
     assert pending.expire(10.0) == 0  # resolved: nothing left to expire
 
 
-def test_closing_fails_everything_still_waiting() -> None:
+def test_closing_fails_everything_still_waiting_and_refuses_more() -> None:
     pending: Pending[str] = Pending(10)
     future = pending.add("a", 5.0)
-    pending.reject_all(RuntimeError("closed"))
-    with pytest.raises(RuntimeError, match="closed"):
+    pending.close(ClientClosed("closed"))
+    with pytest.raises(ClientClosed, match="closed"):
         future.result(0)
     assert len(pending) == 0
+    with pytest.raises(ClientClosed, match="closed"):
+        pending.add("b", 5.0)
 
 
 def test_an_outcome_after_a_timeout_is_kept_for_the_resubmit() -> None:

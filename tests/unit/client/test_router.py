@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
-from torchkafka.client import DeadLettered
+from torchkafka.client import ClientClosed, DeadLettered
 from torchkafka.client._pending import Pending
 from torchkafka.client._router import ResultRouter
 from torchkafka.codecs import (
@@ -63,3 +63,20 @@ def test_what_no_future_awaits_or_cannot_be_read_is_skipped() -> None:
     other = encode_request(Request(id="r-3", inputs={"x": torch.zeros(3)}))
     routes.route(message("dlq", other, [("trace", b"x")]))  # no dead-letter headers
     assert not future.done()
+
+
+class FailingConsumer:
+    """A consumer whose every poll raises a fatal error."""
+
+    def poll(self, timeout: float) -> Message:
+        raise KafkaException(KafkaError(KafkaError._FATAL, "fenced"))
+
+
+def test_a_reader_that_fails_fails_what_waits_and_what_comes_instead_of_stalling() -> None:
+    pending: Pending[Result] = Pending(10)
+    future = pending.add("r-4", 60.0)
+    ResultRouter(FailingConsumer(), "results", "dlq", pending)._run()  # type: ignore[arg-type]
+    with pytest.raises(ClientClosed, match=r"result reader failed: .*fenced"):
+        future.result(0)
+    with pytest.raises(ClientClosed, match="result reader failed"):
+        pending.add("r-5", 60.0)
